@@ -1,0 +1,1 @@
+"""The MLink protocol without I/O: framing, messages, keys, the session, the catalog."""

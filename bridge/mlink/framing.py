@@ -1,0 +1,121 @@
+"""MLink wire framing, without I/O.
+
+A websocket payload holds either one plain JSON message (`/mlink/json`) or one or more
+framed messages (`/mlink/jsonf`, `/mlink/proto`), each:
+
+    \\r\\n  J|P  NNNNN  LLLLLL  body
+    2     1    5      6       LLLLLL bytes   (message number and body length, zero padded)
+
+Framed payloads are parsed by length, never by splitting on `\\r\\n`: protobuf bodies are binary
+and may contain any byte. Every size is capped, and every violation raises a named error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bridge.errors import GarbledFrame, OversizedFrame, TruncatedFrame
+
+FRAME_MARK = b"\r\n"
+HEADER_LEN = 14
+MAX_BODY_LEN = 999_999  # six decimal digits
+DEFAULT_MAX_MESSAGE = MAX_BODY_LEN
+DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
+_KINDS = (ord("J"), ord("P"))
+_WHITESPACE = b" \t\r\n"
+
+
+class WireForm(StrEnum):
+    """How messages travel in websocket payloads."""
+
+    JSON = "json"  # one plain JSON object per payload
+    FRAMED = "jsonf"  # framed JSON, several per payload
+    PROTO = "proto"  # framed protobuf
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One message taken out of a payload: J (JSON) or P (protobuf), its number, its body."""
+
+    kind: str
+    number: int
+    body: bytes
+
+
+def encode_frame(body: bytes, number: int = 0, kind: str = "J") -> bytes:
+    """`\\r\\n` + kind + 5-digit number + 6-digit length + body."""
+    if kind not in ("J", "P"):
+        raise ValueError(f"frame kind must be 'J' or 'P', not {kind!r}")
+    if not 0 <= number <= 99_999:
+        raise ValueError(f"message number {number} does not fit in five digits")
+    if len(body) > MAX_BODY_LEN:
+        raise OversizedFrame(f"body of {len(body)} bytes does not fit a framed message")
+    return b"%s%s%05d%06d%s" % (FRAME_MARK, kind.encode(), number, len(body), body)
+
+
+def is_framed(payload: bytes) -> bool:
+    """Whether a payload uses framed messages (as opposed to one plain JSON object)."""
+    return payload[:2] == FRAME_MARK
+
+
+def iter_frames(payload: bytes, max_message: int = DEFAULT_MAX_MESSAGE) -> Iterator[Frame]:
+    """Yield the framed messages in a payload in order.
+
+    Raises at the first bad header; frames before it have been yielded already, so nothing
+    good is lost. Trailing ASCII whitespace after the last frame is ignored.
+    """
+    end = len(payload)
+    pos = 0
+    while pos < end:
+        if payload[pos:end].strip(_WHITESPACE) == b"":
+            return
+        header = payload[pos : pos + HEADER_LEN]
+        if len(header) < HEADER_LEN:
+            raise TruncatedFrame(
+                f"framed header cut short at offset {pos}: {len(header)} of {HEADER_LEN} bytes"
+            )
+        number_text, length_text = header[3:8], header[8:14]
+        if (
+            header[:2] != FRAME_MARK
+            or header[2] not in _KINDS
+            or not number_text.isdigit()
+            or not length_text.isdigit()
+        ):
+            raise GarbledFrame(f"bad framed header at offset {pos}: {bytes(header)!r}")
+        length = int(length_text)
+        if length > max_message:
+            raise OversizedFrame(
+                f"framed message at offset {pos} is {length} bytes; the limit is {max_message}"
+            )
+        start = pos + HEADER_LEN
+        stop = start + length
+        if stop > end:
+            raise TruncatedFrame(
+                f"framed message at offset {pos} announces {length} bytes, {end - start} remain"
+            )
+        yield Frame(chr(header[2]), int(number_text), payload[start:stop])
+        pos = stop
+
+
+def iter_messages(
+    payload: bytes | str,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+    max_message: int = DEFAULT_MAX_MESSAGE,
+) -> Iterator[Frame]:
+    """Yield every message in a websocket payload, framed or plain JSON.
+
+    A plain JSON payload is one message (kind J, number 0). Text payloads are UTF-8 encoded.
+    """
+    data = payload.encode() if isinstance(payload, str) else payload
+    if len(data) > max_payload:
+        raise OversizedFrame(f"payload of {len(data)} bytes exceeds the limit of {max_payload}")
+    if is_framed(data):
+        yield from iter_frames(data, max_message)
+        return
+    body = data.strip(_WHITESPACE)
+    if len(body) > max_message:
+        raise OversizedFrame(f"message of {len(body)} bytes exceeds the limit of {max_message}")
+    if body:
+        yield Frame("J", 0, body)

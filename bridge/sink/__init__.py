@@ -1,0 +1,1 @@
+"""Filled in by a later issue; see ../shared/design/ARCHITECTURE.md."""

@@ -1,0 +1,1 @@
+"""Record -> record functions: small, pure, composable (filled in by the pipeline issue)."""
