@@ -35,6 +35,7 @@ _OPTION_RE = re.compile(
 
 def format_strike(strike: float) -> str:
     """Shortest decimal text that reads back as the same float: 580 -> '580', 22.5 -> '22.5'."""
+    strike = float(strike)
     if strike.is_integer() and abs(strike) < 1e15:
         return str(int(strike))
     return format(Decimal(repr(strike)).normalize(), "f")
@@ -105,7 +106,7 @@ class OptionKey:
         return f"{self.tk}-{self.ts}-{self.at}-{self.dt}-{format_strike(self.xx)}-{code}"
 
     def to_json(self) -> dict[str, Any]:
-        xx: float | int = int(self.xx) if self.xx.is_integer() else self.xx
+        xx: float | int = int(self.xx) if float(self.xx).is_integer() else self.xx
         return {"at": self.at, "ts": self.ts, "tk": self.tk, "dt": self.dt, "xx": xx, "cp": self.cp}
 
     @property

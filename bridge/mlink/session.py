@@ -308,6 +308,7 @@ class Subscription:
 class _SubTrack:
     sub: Subscription
     state: SubState = SubState.UNSENT
+    acked: bool = False
     snapshot_records: int = 0
     highwater_stamp: str = ""  # max header sTim seen; the text sorts like the time
     highwater_ts: int | None = None  # from MLinkResponse
@@ -515,7 +516,7 @@ class MLinkSession:
     def _on_ack(self, ack: Ack, body: bytes, events: list[Event]) -> None:
         track = self._tracks.get(ack.query_label) if ack.query_label else None
         if track is None:
-            candidates = [t for t in self._in_flight("stream") if t.state is SubState.PENDING]
+            candidates = [t for t in self._in_flight("stream") if not t.acked]
             named = [t for t in candidates if ack.msg_name.lower() in t.sub.msg_names]
             pool = named or candidates
             track = pool[0] if pool else None
@@ -523,6 +524,7 @@ class MLinkSession:
             error = ProtocolError(f"{ack.mtyp} for {ack.msg_name!r} matches no pending request")
             events.append(ProtocolViolation(error, body))
             return
+        track.acked = True
         self._step(track, SubInput.ACK_OK if ack.ok else SubInput.ACK_ERROR, events, ack=ack)
 
     def _on_checkpoint(self, cp: CheckPoint, body: bytes, events: list[Event]) -> None:
@@ -535,7 +537,7 @@ class MLinkSession:
         track = self._tracks.get(cp.query_label) if cp.query_label else None
         if track is None:
             pending = self._in_flight(channel)
-            if not pending and sub_input in (SubInput.BEGIN, SubInput.ENDED):
+            if not pending and sub_input is not SubInput.COMPLETE:
                 # A live subscription starting over or ending: only unambiguous if it is alone.
                 pending = [
                     t

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.errors import GarbledFrame, OversizedFrame, TruncatedFrame
+from bridge.mlink.framing import Frame, encode_frame, iter_frames, iter_messages
+
+# Golden bytes: the REST docs frame OptionNbboQuote as J02745 + 6-digit length; the protobuf
+# sample sends MLinkQuery as P03310; the JSON sample client sends number 00000.
+
+
+def test_encode_frame_golden_json() -> None:
+    assert encode_frame(b'{"a":1}', 2745, "J") == b"\r\nJ02745000007" + b'{"a":1}'
+
+
+def test_encode_frame_golden_proto_query() -> None:
+    body = b"\x0a\x03abc\r\n\x00"
+    assert encode_frame(body, 3310, "P") == b"\r\nP03310000008" + body
+
+
+def test_encode_matches_sample_client_header() -> None:
+    smsg = '{"header": {"mTyp": "MLinkStream"}, "message": {}}'
+    sample = "".join(["\r\nJ", "%011d" % len(smsg), smsg]).encode()
+    assert encode_frame(smsg.encode(), 0, "J") == sample
+
+
+def test_encode_rejects_bad_kind_number_and_size() -> None:
+    with pytest.raises(ValueError, match="kind"):
+        encode_frame(b"x", 0, "X")
+    with pytest.raises(ValueError, match="five digits"):
+        encode_frame(b"x", 100_000, "J")
+    with pytest.raises(OversizedFrame):
+        encode_frame(b"x" * 1_000_000, 0, "J")
+
+
+def test_several_frames_in_one_payload() -> None:
+    payload = encode_frame(b'{"a":1}', 3000) + encode_frame(b"\r\n\r\n", 3045, "P")
+    assert list(iter_frames(payload)) == [
+        Frame("J", 3000, b'{"a":1}'),
+        Frame("P", 3045, b"\r\n\r\n"),
+    ]
+
+
+def test_binary_body_containing_frame_marks_is_parsed_by_length() -> None:
+    tricky = b"\r\nJ03000000002{}" * 3
+    payload = encode_frame(tricky, 3000, "P") + encode_frame(b"{}", 1)
+    frames = list(iter_frames(payload))
+    assert [f.body for f in frames] == [tricky, b"{}"]
+
+
+def test_trailing_whitespace_is_ignored() -> None:
+    assert list(iter_frames(encode_frame(b"{}") + b"\r\n")) == [Frame("J", 0, b"{}")]
+
+
+def test_truncated_body_raises_after_yielding_good_frames() -> None:
+    good = encode_frame(b'{"ok":1}', 1)
+    bad = encode_frame(b'{"cut":true}', 2)[:-3]
+    seen: list[Frame] = []
+    with pytest.raises(TruncatedFrame, match="announces 12 bytes"):
+        seen.extend(iter_frames(good + bad))
+    assert seen == [Frame("J", 1, b'{"ok":1}')]
+
+
+def test_truncated_header() -> None:
+    with pytest.raises(TruncatedFrame, match="header cut short"):
+        list(iter_frames(b"\r\nJ0300"))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"\r\nX03000000002",  # kind
+        b"\r\nJ03a00000002",  # number
+        b"\r\nJ03000 00002",  # length with a space (int() would accept it)
+        b"\r\nJ0300+000002",  # sign
+        b"\n\rJ03000000002",  # mark
+    ],
+)
+def test_garbled_headers(header: bytes) -> None:
+    with pytest.raises(GarbledFrame):
+        list(iter_frames(header + b"{}"))
+
+
+def test_garbage_after_a_frame_is_garbled() -> None:
+    with pytest.raises(GarbledFrame):
+        list(iter_frames(encode_frame(b"{}") + b"junk-after-the-frame"))
+
+
+def test_frame_over_the_cap() -> None:
+    with pytest.raises(OversizedFrame, match="limit is 10"):
+        list(iter_frames(encode_frame(b"x" * 11), max_message=10))
+
+
+def test_payload_over_the_cap() -> None:
+    with pytest.raises(OversizedFrame, match="payload"):
+        list(iter_messages(b"{}" * 10, max_payload=5))
+
+
+def test_plain_json_payload_is_one_message() -> None:
+    assert list(iter_messages('{"header":{}}\r\n')) == [Frame("J", 0, b'{"header":{}}')]
+    assert list(iter_messages(b"   ")) == []
+
+
+def test_plain_json_message_over_the_cap() -> None:
+    with pytest.raises(OversizedFrame):
+        list(iter_messages(b"{" + b" " * 5 + b"1}", max_message=3))
+
+
+frame_st = st.tuples(
+    st.sampled_from(["J", "P"]), st.integers(0, 99_999), st.binary(max_size=300)
+).map(lambda t: Frame(*t))
+
+
+@given(st.lists(frame_st, max_size=8))
+def test_round_trip_any_frames(frames: list[Frame]) -> None:
+    payload = b"".join(encode_frame(f.body, f.number, f.kind) for f in frames)
+    assert list(iter_frames(payload)) == frames
+
+
+@given(st.lists(frame_st, min_size=1, max_size=5), st.data())
+def test_any_cut_is_detected_never_misparsed(frames: list[Frame], data: st.DataObject) -> None:
+    payload = b"".join(encode_frame(f.body, f.number, f.kind) for f in frames)
+    cut = data.draw(st.integers(1, len(payload) - 1))
+    got: list[Frame] = []
+    try:
+        got.extend(iter_frames(payload[:cut]))
+    except (TruncatedFrame, GarbledFrame):
+        pass
+    # Whatever came out before the error is an exact prefix of what was sent.
+    assert got == frames[: len(got)]
+    assert len(got) < len(frames) or payload[cut:].strip() == b""
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_crash(blob: bytes) -> None:
+    try:
+        for frame in iter_messages(b"\r\n" + blob):
+            assert frame.kind in ("J", "P")
+    except (TruncatedFrame, GarbledFrame, OversizedFrame):
+        pass
