@@ -1,0 +1,179 @@
+"""`mlink-bridge` commands (also `python -m bridge`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge import __version__
+from bridge.io.connector import Endpoint, session_events
+from bridge.mlink.messages import MLinkStream
+from bridge.mlink.session import (
+    AuthFailed,
+    ProtocolViolation,
+    Record,
+    ServerClosing,
+    SnapshotBegin,
+    SnapshotComplete,
+    Subscription,
+    SubscriptionFailed,
+)
+from bridge.simulator.market import DEFAULT_TYPES
+from bridge.simulator.server import Faults, Simulator, SimulatorConfig
+
+
+def _simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("simulate", help="run an MLink-compatible server on localhost")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="TOKEN",
+        help="accepted apiKey or apiKey.password (repeatable; default demo-key)",
+    )
+    p.add_argument("--rate", type=float, default=200.0, help="live updates per second")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--types", default=",".join(DEFAULT_TYPES), help="message types to serve")
+    p.add_argument("--tickers", type=int, default=12)
+    p.add_argument("--expiries", type=int, default=2)
+    p.add_argument("--strikes", type=int, default=4)
+    p.add_argument("--delete-rate", type=float, default=0.002)
+    p.add_argument(
+        "--truth", type=Path, help="write every data record sent to this JSON-lines file"
+    )
+    f = p.add_argument_group("fault injection")
+    f.add_argument("--drop-after", type=int, help="drop TCP (no close frame) after N records")
+    f.add_argument("--close-1011-after", type=int, help="close with 1011 after N records")
+    f.add_argument("--goodnight-after", type=int, help="send GoodNight after N records")
+    f.add_argument("--stall-after", type=int, help="stop sending and answering pings after N")
+    f.add_argument("--fault-connections", type=int, default=1, help="connections hit (default 1)")
+    f.add_argument("--reject-logons", type=int, default=0, help="fail the first N logons")
+    f.add_argument("--malformed-rate", type=float, default=0.0)
+    f.add_argument("--nan-rate", type=float, default=0.0)
+    f.add_argument("--oversized-rate", type=float, default=0.0)
+    f.add_argument("--unknown-type-rate", type=float, default=0.0)
+    f.add_argument("--oversize-bytes", type=int, default=900_000)
+
+
+def _simulator_config(args: argparse.Namespace) -> SimulatorConfig:
+    return SimulatorConfig(
+        host=args.host,
+        port=args.port,
+        api_keys=tuple(args.api_keys or ["demo-key"]),
+        rate=args.rate,
+        seed=args.seed,
+        msg_names=tuple(t.strip() for t in args.types.split(",") if t.strip()),
+        tickers=args.tickers,
+        expiries=args.expiries,
+        strikes=args.strikes,
+        delete_rate=args.delete_rate,
+        truth=args.truth,
+        faults=Faults(
+            drop_after=args.drop_after,
+            close_1011_after=args.close_1011_after,
+            goodnight_after=args.goodnight_after,
+            stall_after=args.stall_after,
+            connections=args.fault_connections,
+            reject_logons=args.reject_logons,
+            malformed_rate=args.malformed_rate,
+            nan_rate=args.nan_rate,
+            oversized_rate=args.oversized_rate,
+            unknown_type_rate=args.unknown_type_rate,
+            oversize_bytes=args.oversize_bytes,
+        ),
+    )
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _simulate(config: SimulatorConfig) -> int:
+    async with Simulator(config) as sim:
+        print(
+            f"MLink simulator on {sim.url('/mlink/json')} and {sim.url('/mlink/jsonf')}; "
+            f"{sim.market.size()} live objects over {', '.join(sim.market.names())}; "
+            f"{config.rate:g} updates/s. Ctrl-C stops.",
+            flush=True,
+        )
+        await _until_signal()
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    """Until the Kafka pipeline lands: the simulator plus a client that shows data flowing."""
+    config = SimulatorConfig(port=0, rate=args.rate)
+    async with Simulator(config) as sim:
+        subs = [
+            Subscription(name, MLinkStream(f"demo-{name}", name, active_latency=100))
+            for name in sim.market.names()
+        ]
+        endpoint = Endpoint(sim.url("/mlink/jsonf"), token="demo-key")
+        print(f"simulator: {sim.url('/mlink/jsonf')} ({sim.market.size()} live objects)")
+        counts: Counter[str] = Counter()
+        latest: dict[str, str] = {}
+        started = time.monotonic()
+        last_report = started
+        deadline = started + args.seconds if args.seconds else None
+        stopper = asyncio.create_task(_until_signal())
+        try:
+            async for event in session_events(endpoint, subs):
+                if stopper.done() or (deadline is not None and time.monotonic() > deadline):
+                    break
+                if isinstance(event, Record):
+                    counts[event.record.mtyp] += 1
+                    pkey = event.record.message.get("pkey", {})
+                    latest[event.record.mtyp] = str(next(iter(pkey.values()), ""))[:60]
+                elif isinstance(event, SnapshotBegin | SnapshotComplete | ServerClosing):
+                    print(f"  {type(event).__name__}: {event}")
+                elif isinstance(event, AuthFailed | SubscriptionFailed | ProtocolViolation):
+                    print(f"  problem: {event}", file=sys.stderr)
+                now = time.monotonic()
+                if now - last_report >= 2:
+                    last_report = now
+                    rate = sum(counts.values()) / (now - started)
+                    print(f"[{now - started:5.1f}s] {sum(counts.values())} records, {rate:.0f}/s")
+                    for name in sorted(counts):
+                        print(f"    {name:<18} {counts[name]:>7}  last key {latest[name]}")
+        finally:
+            stopper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopper
+    print("demo stopped")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlink-bridge", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mlink-bridge {__version__}")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _simulate_parser(sub)
+    demo = sub.add_parser("demo", help="the simulator and a live view of data flowing")
+    demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = never)")
+    demo.add_argument("--rate", type=float, default=500.0, help="simulated updates per second")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    if args.command == "simulate":
+        return asyncio.run(_simulate(_simulator_config(args)))
+    if args.command == "demo":
+        return asyncio.run(_demo(args))
+    return 2

@@ -1,0 +1,730 @@
+"""An MLink-compatible websocket server for the demo, the tests and the benchmarks.
+
+It follows MLink's documented behaviour:
+
+* endpoints `/mlink/json` (one JSON object per websocket message) and `/mlink/jsonf` (framed JSON,
+  several per websocket message). `/mlink/json` answers in the form of the client's first message,
+  so both of the documentation's sample clients (plain and framed, same URL) work unchanged; it
+  therefore sends the MLinkAdmin of a header-authenticated connection when the first message
+  arrives (or after `admin_grace` seconds of silence, as plain JSON).
+* authentication by `Authorization: Bearer <apiKey[.password]>` or by MLinkLogon; a wrong key gets
+  MLinkAdmin `AuthError`, then the connection is closed.
+* MLinkStream / MLinkSubscribe: ack, checkpoint Begin, cached records, Active, Complete, then live
+  updates. MLinkQuery: MLinkResponse Begin, cached records, MLinkResponse Complete, then live
+  updates for the subscription query types. `where`, `view`, key filters, `highwaterTs`.
+* activeLatency: updates are conflated per key (only the newest goes out) and sent every N ms;
+  0 sends at once; -1 waits for MLinkSignalReady. A slow client gets conflated data, not a backlog.
+* faults, for tests: drop the TCP connection without a close frame, close with 1011, GoodNight,
+  reject the first N logons, stall (no data, no pongs), and malformed / NaN / oversized /
+  unknown-type messages at a set rate.
+* a truth log of every data record and delete sent (see truth.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from bridge.errors import BridgeError
+from bridge.mlink.catalog import Catalog, default_catalog
+from bridge.mlink.framing import WireForm, encode_frame, is_framed, iter_messages
+from bridge.mlink.messages import DELETE_HEADER, decode_json
+from bridge.simulator.market import DEFAULT_TYPES, LiveObject, Market
+from bridge.simulator.requests import (
+    RequestError,
+    SimSubscription,
+    query_request,
+    stream_request,
+    subscribe_request,
+)
+from bridge.simulator.truth import TruthLog, truth_line
+
+log = logging.getLogger("mlink.simulator")
+
+ENDPOINTS: dict[str, WireForm | None] = {"/mlink/json": None, "/mlink/jsonf": WireForm.FRAMED}
+APP_NAME = "MLinkServer.Simulator"
+MACHINE = "SIM-" + socket.gethostname()[:12]
+GIT = "simulated"
+SENDER_ID = 18409
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """Faults to inject. Connection faults (the *_after ones) hit the first `connections`."""
+
+    drop_after: int | None = None  # abort TCP (no close frame) after N data records
+    close_1011_after: int | None = None
+    goodnight_after: int | None = None
+    stall_after: int | None = None  # stop sending and stop answering pings
+    connections: int = 1
+    reject_logons: int = 0  # the first N authentication attempts fail, whatever the key
+    malformed_rate: float = 0.0  # per data record, an extra bad message goes first
+    nan_rate: float = 0.0
+    oversized_rate: float = 0.0
+    unknown_type_rate: float = 0.0
+    oversize_bytes: int = 900_000
+
+    @property
+    def any_connection_fault(self) -> bool:
+        return any(
+            v is not None
+            for v in (
+                self.drop_after,
+                self.close_1011_after,
+                self.goodnight_after,
+                self.stall_after,
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_keys: tuple[str, ...] = ("demo-key",)  # accepted tokens: "key" or "key.password"
+    rate: float = 200.0  # live updates per second across all types (0 = none)
+    seed: int = 7
+    msg_names: tuple[str, ...] = DEFAULT_TYPES
+    tickers: int = 12
+    expiries: int = 2
+    strikes: int = 4
+    delete_rate: float = 0.002
+    truth: Path | None = None
+    faults: Faults = field(default_factory=Faults)
+    admin_grace: float = 1.0
+    max_message: int = 1 << 20  # largest client message accepted
+    batch_bytes: int = 64 * 1024  # framed form: how much goes into one websocket message
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """One message queued for a connection; `truth` is its truth-log metadata (data only)."""
+
+    body: bytes
+    number: int = 0
+    truth: dict[str, Any] | None = None
+
+
+class _Stamper:
+    """MLink header time text, cheap: the seconds part is formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, ns: int) -> str:
+        second, rest = divmod(ns, 1_000_000_000)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{rest // 1000:06d}"
+
+
+class SimConnection:
+    """State of one client connection."""
+
+    def __init__(self, conn_id: int, ws: ServerConnection, form: WireForm | None) -> None:
+        self.id = conn_id
+        self.ws = ws
+        self.form = form
+        self.fixed_form = form is not None
+        self.authenticated = False
+        self.closing = False
+        self.deferred_admin: tuple[str, str] | None = None
+        self.subs: dict[str, SimSubscription] = {}
+        self.fifo: deque[Outgoing] = deque()
+        self.wake = asyncio.Event()
+        self.data_sent = 0
+        self.faulty = False
+        self.stalled = False
+        self.label_counter = itertools.count(1)
+
+    def enqueue(self, items: list[Outgoing]) -> None:
+        """Queue control messages and snapshots in order, after every pending live update."""
+        for sub in self.subs.values():
+            if sub.pending:
+                self.fifo.extend(sub.pending.values())
+                sub.pending.clear()
+        self.fifo.extend(items)
+        self.wake.set()
+
+
+class Simulator:
+    """Run with `async with Simulator(config) as sim:`; `sim.url("/mlink/json")` to connect."""
+
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        *,
+        catalog: Catalog | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.config = config or SimulatorConfig()
+        self.catalog = catalog or default_catalog()
+        self._clock = clock
+        self.market = Market(
+            self.catalog,
+            seed=self.config.seed,
+            msg_names=self.config.msg_names,
+            tickers=self.config.tickers,
+            expiries=self.config.expiries,
+            strikes=self.config.strikes,
+            delete_rate=self.config.delete_rate,
+            clock=clock,
+        )
+        self._served = set(self.market.names())
+        self._rng = random.Random(self.config.seed + 1)
+        self._stamp = _Stamper()
+        self._seq: dict[str, int] = {}
+        self._obj_seq: dict[tuple[str, str], int] = {}
+        self._deleted: dict[tuple[str, str], tuple[LiveObject, int]] = {}
+        self._connections: set[SimConnection] = set()
+        self._conn_ids = itertools.count(1)
+        self._faulty_connections = 0
+        self._auth_attempts = 0
+        self._server: Server | None = None
+        self._producer: asyncio.Task[None] | None = None
+        self._truth = TruthLog(self.config.truth) if self.config.truth else None
+        self.updates = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._truth is not None:
+            self._truth.open()
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._check_path,
+            compression=None,
+            max_size=self.config.max_message,
+            ping_interval=None,
+        )
+        if self.config.rate > 0:
+            self._producer = asyncio.create_task(self._produce(), name="simulator-producer")
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            self._producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._producer
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._truth is not None:
+            self._truth.close()
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() first"
+        sockname: tuple[str, int] = next(iter(self._server.sockets)).getsockname()
+        return sockname[1]
+
+    def url(self, path: str = "/mlink/json") -> str:
+        return f"ws://{self.config.host}:{self.port}{path}"
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    # -- handshake and connection ---------------------------------------------------------------
+
+    def _check_path(self, ws: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path not in ENDPOINTS:
+            known = ", ".join(ENDPOINTS)
+            return ws.respond(HTTPStatus.NOT_FOUND, f"unknown MLink endpoint; use {known}\n")
+        return None
+
+    def _header_token(self, headers: Headers) -> str | None:
+        value = headers.get("Authorization")
+        if value is None:
+            return None
+        scheme, _, token = value.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+
+    def _authenticate(self, token: str | None) -> bool:
+        self._auth_attempts += 1
+        if self._auth_attempts <= self.config.faults.reject_logons:
+            return False
+        return bool(token) and token in self.config.api_keys
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        form = ENDPOINTS[ws.request.path.split("?", 1)[0]]
+        conn = SimConnection(next(self._conn_ids), ws, form)
+        faults = self.config.faults
+        if faults.any_connection_fault and self._faulty_connections < faults.connections:
+            self._faulty_connections += 1
+            conn.faulty = True
+        token = self._header_token(ws.request.headers)
+        if token is not None:
+            ok = self._authenticate(token)
+            conn.deferred_admin = ("LoggedOn", "") if ok else ("AuthError", "invalid API key")
+            conn.authenticated = ok
+        self._connections.add(conn)
+        writer = asyncio.create_task(self._writer(conn), name=f"simulator-writer-{conn.id}")
+        grace: asyncio.Task[None] | None = None
+        if conn.deferred_admin is not None:
+            if conn.fixed_form:
+                self._send_admin(conn, *conn.deferred_admin)
+            else:
+                grace = asyncio.create_task(self._admin_grace(conn))
+        try:
+            async for payload in ws:
+                if conn.stalled:
+                    continue
+                self._on_payload(conn, payload)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._connections.discard(conn)
+            for task in (writer, grace):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(writer, *(t for t in [grace] if t), return_exceptions=True)
+
+    async def _admin_grace(self, conn: SimConnection) -> None:
+        await asyncio.sleep(self.config.admin_grace)
+        if conn.form is None:
+            conn.form = WireForm.JSON
+            if conn.deferred_admin is not None:
+                self._send_admin(conn, *conn.deferred_admin)
+
+    # -- client messages ------------------------------------------------------------------------
+
+    def _on_payload(self, conn: SimConnection, payload: str | bytes) -> None:
+        data = payload.encode() if isinstance(payload, str) else payload
+        if conn.form is None:
+            conn.form = WireForm.FRAMED if is_framed(data) else WireForm.JSON
+            if conn.deferred_admin is not None:
+                self._send_admin(conn, *conn.deferred_admin)
+        if conn.closing:
+            return
+        try:
+            for frame in iter_messages(data, max_message=self.config.max_message):
+                doc = decode_json(frame.body)
+                self._on_request(conn, doc["header"], doc["message"])
+        except BridgeError as exc:
+            log.warning("connection %d: unreadable client message: %s", conn.id, exc)
+
+    def _on_request(
+        self, conn: SimConnection, header: Mapping[str, Any], message: Mapping[str, Any]
+    ) -> None:
+        mtyp = header["mTyp"]
+        if mtyp == "MLinkLogon":
+            token = str(message.get("apiKey") or "")
+            if token and message.get("apiPassword"):
+                token = f"{token}.{message['apiPassword']}"
+            ok = self._authenticate(token or str(message.get("jwtToken") or ""))
+            conn.authenticated = ok
+            self._send_admin(conn, *(("LoggedOn", "") if ok else ("AuthError", "logon refused")))
+            return
+        if not conn.authenticated:
+            self._send_admin(conn, "WaitingLogon", "send MLinkLogon first")
+            return
+        if mtyp == "MLinkStream":
+            self._on_stream(conn, message)
+        elif mtyp == "MLinkSubscribe":
+            self._on_subscribe(conn, message)
+        elif mtyp == "MLinkQuery":
+            self._on_query(conn, message)
+        elif mtyp == "MLinkSignalReady":
+            self._on_signal(conn, message)
+        else:
+            log.info("connection %d: ignoring client message %s", conn.id, mtyp)
+
+    def _on_stream(self, conn: SimConnection, message: Mapping[str, Any]) -> None:
+        echo = str(message.get("msgName", ""))
+        try:
+            sub = stream_request(
+                self.catalog, self._served, message, f"stream{next(conn.label_counter)}"
+            )
+        except RequestError as exc:
+            ack = {"msgName": echo, "result": "Error", "detail": str(exc)}
+            conn.enqueue([self._admin_out("MLinkStreamAck", ack)])
+            return
+        out = [self._admin_out("MLinkStreamAck", {"msgName": echo, "result": "OK"})]
+        self._start(conn, sub, out)
+
+    def _on_subscribe(self, conn: SimConnection, message: Mapping[str, Any]) -> None:
+        current = conn.subs.get("MLinkSubscribe")
+        try:
+            sub, added = subscribe_request(self.catalog, self._served, message, current)
+        except RequestError as exc:
+            ack = {"result": "Error", "detail": str(exc)}
+            conn.enqueue([self._admin_out("MLinkSubscribeAck", ack)])
+            return
+        ack = {"msgName": sub.msg_name_echo, "result": "OK"}
+        out = [self._admin_out("MLinkSubscribeAck", ack)]
+        self._start(conn, sub, out, only_keys=added)
+
+    def _on_query(self, conn: SimConnection, message: Mapping[str, Any]) -> None:
+        label = str(message.get("queryLabel") or f"query{next(conn.label_counter)}")
+        try:
+            sub, _ = query_request(self.catalog, self._served, message, label)
+        except RequestError as exc:
+            body = {"queryLabel": label, "state": "Error", "detail": str(exc)}
+            conn.enqueue([self._admin_out("MLinkResponse", body)])
+            return
+        self._start(conn, sub, [])
+
+    def _on_signal(self, conn: SimConnection, message: Mapping[str, Any]) -> None:
+        label = message.get("queryLabel")
+        full = str(message.get("readyScan", "")).lower() == "fullscan"
+        for sub in conn.subs.values():
+            if label and sub.label != label:
+                continue
+            if full:
+                sub.pending.clear()
+                conn.enqueue(self._snapshot(conn, sub))
+            else:
+                sub.signalled = True
+        conn.wake.set()
+
+    # -- snapshot then live ---------------------------------------------------------------------
+
+    def _start(
+        self,
+        conn: SimConnection,
+        sub: SimSubscription,
+        out: list[Outgoing],
+        only_keys: Mapping[str, set[str]] | None = None,
+    ) -> None:
+        """Queue the documented sequence and make the subscription live, in one step.
+
+        Nothing awaits between reading the cache and going live, so no update is missed or sent
+        twice.
+        """
+        replaced = conn.subs.get(sub.label)
+        if replaced is not None and replaced is not sub:
+            body = {"state": "Replaced", "timestamp": self._stamp(self._clock())}
+            kind = "MLinkStreamCheckPt" if replaced.channel == "stream" else "MLinkResponse"
+            if kind == "MLinkResponse":
+                body["queryLabel"] = replaced.label
+            out.insert(0, self._admin_out(kind, body))
+        started = time.perf_counter()
+        out.append(self._progress(sub, "Begin"))
+        records = self._snapshot(conn, sub, only_keys)
+        out.extend(records)
+        if sub.channel == "stream":
+            out.append(self._progress(sub, "Active", numMessagesSent=len(records)))
+        elapsed = round(time.perf_counter() - started, 7)
+        out.append(self._progress(sub, "Complete", queryElapsed=elapsed, flushElapsed=0.0))
+        sub.live = not sub.one_shot
+        sub.last_flush = time.monotonic()
+        if sub.live:
+            conn.subs[sub.label] = sub
+        else:
+            conn.subs.pop(sub.label, None)
+        conn.enqueue(out)
+
+    def _progress(self, sub: SimSubscription, state: str, **extra: Any) -> Outgoing:
+        stamp = self._stamp(self._clock())
+        if sub.channel == "stream":
+            return self._admin_out(
+                "MLinkStreamCheckPt", {"state": state, **extra, "timestamp": stamp}
+            )
+        body: dict[str, Any] = {"queryLabel": sub.label, "state": state}
+        if state == "Begin":
+            body["highwaterTs"] = sub.highwater_ts
+        else:
+            body.update(
+                highwaterTs=sub.sent_highwater,
+                numMessagesSent=sub.sent_messages,
+                numBytesSent=sub.sent_bytes,
+            )
+        body["timestamp"] = stamp
+        return self._admin_out("MLinkResponse", body)
+
+    def _snapshot(
+        self,
+        conn: SimConnection,
+        sub: SimSubscription,
+        only_keys: Mapping[str, set[str]] | None = None,
+    ) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for name in sub.rules:
+            for obj in self.market.objects(name):
+                if only_keys is not None and obj.key not in only_keys.get(name, ()):
+                    continue
+                if obj.src_ns <= sub.highwater_ts:
+                    continue
+                item = self._data_out(conn, sub, obj, self._obj_seq.get((name, obj.key), 0))
+                if item is not None:
+                    out.append(item)
+            if sub.highwater_ts:
+                # Resuming: deletes that happened after the client's highwater mark.
+                for (msg, _key), (gone, seq) in self._deleted.items():
+                    if msg == name and gone.src_ns > sub.highwater_ts:
+                        item = self._data_out(conn, sub, gone, seq)
+                        if item is not None:
+                            out.append(item)
+        return out
+
+    # -- building messages ----------------------------------------------------------------------
+
+    def _header(self, mtyp: str, seq: int, sent_ns: int, data: bool = False) -> dict[str, Any]:
+        return {
+            "mTyp": mtyp,
+            "sEnv0": "Saturn",
+            "sRlm0": "NMS",
+            "sID": SENDER_ID if data else 0,
+            "kLen": 0,
+            "mLen": 0,
+            "seqN": seq,
+            "appN": APP_NAME,
+            "mn": MACHINE,
+            "sTim": self._stamp(sent_ns),
+            "encT": self._stamp(self._clock()),
+            "git": GIT,
+        }
+
+    def _admin_out(self, mtyp: str, message: Mapping[str, Any]) -> Outgoing:
+        doc = {"header": self._header(mtyp, 0, self._clock()), "message": message}
+        return Outgoing(orjson.dumps(doc), self.catalog.number_of(mtyp))
+
+    def _send_admin(self, conn: SimConnection, state: str, detail: str) -> None:
+        if conn.deferred_admin is not None and (state, detail) == conn.deferred_admin:
+            conn.deferred_admin = None
+        body: dict[str, Any] = {"state": state}
+        if detail:
+            body["detail"] = detail
+        conn.enqueue([self._admin_out("MLinkAdmin", body)])
+        if state == "AuthError":
+            conn.closing = True  # the writer closes after sending it
+
+    def _data_out(
+        self, conn: SimConnection, sub: SimSubscription, obj: LiveObject, seq: int
+    ) -> Outgoing | None:
+        rule = sub.rule_for(obj.msg_name, obj.key, obj.message)
+        if rule is None:
+            return None
+        header = self._header(obj.msg_name, seq, obj.src_ns, data=True)
+        message = obj.message if obj.deleted else rule.render(obj.message)
+        if obj.deleted:
+            header[DELETE_HEADER] = True
+        body = orjson.dumps({"header": header, "message": message})
+        sub.sent_messages += 1
+        sub.sent_bytes += len(body)
+        sub.sent_highwater = max(sub.sent_highwater, obj.src_ns)
+        meta = {
+            "conn": conn.id,
+            "label": sub.label,
+            "msg": obj.msg_name,
+            "key": obj.key,
+            "version": obj.version,
+            "deleted": obj.deleted,
+            "seq": seq,
+        }
+        return Outgoing(body, self.catalog.number_of(obj.msg_name), meta)
+
+    # -- live updates ---------------------------------------------------------------------------
+
+    async def _produce(self) -> None:
+        rate = self.config.rate
+        tick = max(0.001, min(0.05, 1.0 / rate))
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        made = 0
+        while True:
+            due = int((loop.time() - start) * rate) - made
+            for _ in range(max(0, due)):
+                self._publish(self.market.step())
+            made += max(0, due)
+            await asyncio.sleep(tick)
+
+    def _publish(self, obj: LiveObject) -> None:
+        self.updates += 1
+        name = obj.msg_name
+        seq = self._seq.get(name, 0) + 1
+        self._seq[name] = seq
+        ident = (name, obj.key)
+        self._obj_seq[ident] = seq
+        if obj.deleted:
+            self._deleted[ident] = (
+                LiveObject(name, obj.key, dict(obj.message), obj.version, True, obj.src_ns),
+                seq,
+            )
+        else:
+            self._deleted.pop(ident, None)
+        for conn in self._connections:
+            woke = False
+            for sub in conn.subs.values():
+                if not sub.live or name not in sub.rules:
+                    continue
+                item = self._data_out(conn, sub, obj, seq)
+                if item is None:
+                    continue
+                # Conflation: only the newest value per key waits. The writer sleeps while
+                # nothing is pending, so the first pending update wakes it to start the clock.
+                woke = woke or not sub.pending
+                sub.pending[ident] = item
+            if woke:
+                conn.wake.set()
+
+    def _due(self, conn: SimConnection, now: float) -> tuple[list[Outgoing], float | None]:
+        """Everything ready to send, and how long until the next latency window closes."""
+        out = list(conn.fifo)
+        conn.fifo.clear()
+        wait: float | None = None
+        for sub in conn.subs.values():
+            latency = sub.active_latency
+            if latency < 0:
+                ready = sub.signalled
+            elif latency == 0:
+                ready = True
+            else:
+                remaining = sub.last_flush + latency / 1000 - now
+                ready = remaining <= 0
+                if not ready:
+                    wait = remaining if wait is None else min(wait, remaining)
+                elif sub.pending:
+                    wait = latency / 1000 if wait is None else min(wait, latency / 1000)
+            if ready and sub.pending:
+                out.extend(sub.pending.values())
+                sub.pending.clear()
+                sub.last_flush = now
+                sub.signalled = False
+        return out, wait
+
+    async def _writer(self, conn: SimConnection) -> None:
+        try:
+            while True:
+                batch, wait = self._due(conn, time.monotonic())
+                if batch:
+                    await self._send(conn, batch)
+                    if conn.closing:
+                        await conn.ws.close(1008, "authentication failed")
+                        return
+                    continue
+                conn.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(conn.wake.wait(), wait)
+        except ConnectionClosed:
+            return
+
+    async def _send(self, conn: SimConnection, batch: list[Outgoing]) -> None:
+        framed = conn.form is WireForm.FRAMED
+        chunk: list[bytes] = []
+        chunk_size = 0
+        truth: list[bytes] = []
+
+        async def flush() -> None:
+            nonlocal chunk, chunk_size
+            if chunk:
+                await conn.ws.send(b"".join(chunk))
+                chunk, chunk_size = [], 0
+
+        for item in batch:
+            extra = self._injected(conn, item) if item.truth is not None else []
+            for body, number, meta in [*extra, (item.body, item.number, item.truth)]:
+                if framed:
+                    frame = encode_frame(body, number) if len(body) <= 999_999 else body
+                    chunk.append(frame)
+                    chunk_size += len(frame)
+                    if chunk_size >= self.config.batch_bytes:
+                        await flush()
+                else:
+                    await conn.ws.send(body)
+                if meta is not None:
+                    truth.append(truth_line(meta, body if "fault" not in meta else None))
+            if item.truth is not None:
+                conn.data_sent += 1
+                if conn.faulty and await self._connection_fault(conn, flush, truth):
+                    return
+        await flush()
+        if self._truth is not None and truth:
+            self._truth.write(truth)
+
+    def _injected(
+        self, conn: SimConnection, item: Outgoing
+    ) -> list[tuple[bytes, int, dict[str, Any]]]:
+        faults = self.config.faults
+        out: list[tuple[bytes, int, dict[str, Any]]] = []
+        meta = item.truth or {}
+        base = {"conn": conn.id, "msg": meta.get("msg"), "key": meta.get("key")}
+        rng = self._rng
+        if faults.malformed_rate and rng.random() < faults.malformed_rate:
+            out.append(
+                (item.body[: len(item.body) // 2], item.number, {**base, "fault": "malformed"})
+            )
+        if faults.nan_rate and rng.random() < faults.nan_rate:
+            doc = orjson.loads(item.body)
+            doc["message"]["simNaN"] = "__nan__"
+            body = orjson.dumps(doc).replace(b'"__nan__"', b"NaN")
+            out.append((body, item.number, {**base, "fault": "nan"}))
+        if faults.unknown_type_rate and rng.random() < faults.unknown_type_rate:
+            doc = orjson.loads(item.body)
+            doc["header"]["mTyp"] = "SimUnknownType"
+            out.append((orjson.dumps(doc), 0, {**base, "fault": "unknown_type"}))
+        if faults.oversized_rate and rng.random() < faults.oversized_rate:
+            doc = orjson.loads(item.body)
+            doc["message"]["simPadding"] = "x" * faults.oversize_bytes
+            out.append((orjson.dumps(doc), item.number, {**base, "fault": "oversized"}))
+        return out
+
+    async def _connection_fault(
+        self, conn: SimConnection, flush: Callable[[], Any], truth: list[bytes]
+    ) -> bool:
+        faults = self.config.faults
+        n = conn.data_sent
+
+        async def settle() -> None:
+            await flush()
+            if self._truth is not None and truth:
+                self._truth.write(truth)
+                truth.clear()
+
+        if faults.goodnight_after is not None and n >= faults.goodnight_after:
+            await settle()
+            conn.form = conn.form or WireForm.JSON
+            admin = self._admin_out("MLinkAdmin", {"state": "GoodNight"})
+            payload = encode_frame(admin.body) if conn.form is WireForm.FRAMED else admin.body
+            await conn.ws.send(payload)
+            await conn.ws.close(1001, "good night")
+            return True
+        if faults.close_1011_after is not None and n >= faults.close_1011_after:
+            await settle()
+            await conn.ws.close(1011, "simulated internal error")
+            return True
+        if faults.drop_after is not None and n >= faults.drop_after:
+            await settle()
+            transport = conn.ws.transport
+            for _ in range(1000):  # let what was sent leave the process before the cut
+                if not transport.get_write_buffer_size():
+                    break
+                await asyncio.sleep(0.001)
+            transport.abort()
+            return True
+        if faults.stall_after is not None and n >= faults.stall_after:
+            await settle()
+            conn.stalled = True
+            conn.ws.transport.pause_reading()  # no more pings read, so no pongs
+            await asyncio.Event().wait()  # sends nothing, ever; cancelled when the server stops
+        return False

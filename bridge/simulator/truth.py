@@ -1,0 +1,84 @@
+"""The simulator's truth log: one JSON line per data record or delete it sent.
+
+Tests replay it to prove that the bridge lost nothing: the latest line per (message type, key)
+is what a compacted topic must hold (a delete means no value). Injected faults are logged too,
+marked with `fault`, so that they can be told apart from data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+
+class TruthLog:
+    """Appends JSON lines to a file; flushes on every batch so a killed server loses little."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[bytes] | None = None
+
+    def open(self) -> None:
+        self._fh = self.path.open("ab")
+
+    def write(self, lines: Iterable[bytes]) -> None:
+        """Append finished lines (see `truth_line`)."""
+        if self._fh is None:
+            return
+        self._fh.write(b"".join(lines))
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def truth_line(meta: dict[str, Any], envelope: bytes | None = None) -> bytes:
+    """One line: the metadata, plus the exact JSON envelope that went on the wire."""
+    head = orjson.dumps(meta)
+    if envelope is None:
+        return head + b"\n"
+    return head[:-1] + b',"envelope":' + envelope + b"}\n"
+
+
+@dataclass(frozen=True, slots=True)
+class TruthEntry:
+    conn: int
+    label: str
+    msg: str
+    key: str
+    version: int
+    deleted: bool
+    message: dict[str, Any] | None
+    fault: str | None
+
+
+def read_truth(path: Path) -> Iterator[TruthEntry]:
+    with path.open("rb") as fh:
+        for line in fh:
+            raw = orjson.loads(line)
+            envelope = raw.get("envelope")
+            yield TruthEntry(
+                conn=raw["conn"],
+                label=raw.get("label", ""),
+                msg=raw.get("msg", ""),
+                key=raw.get("key", ""),
+                version=raw.get("version", 0),
+                deleted=raw.get("deleted", False),
+                message=envelope.get("message") if isinstance(envelope, dict) else None,
+                fault=raw.get("fault"),
+            )
+
+
+def latest_state(path: Path) -> dict[tuple[str, str], dict[str, Any] | None]:
+    """The last value sent per (message type, key); None where the last word was a delete."""
+    state: dict[tuple[str, str], dict[str, Any] | None] = {}
+    for entry in read_truth(path):
+        if entry.fault is None:
+            state[(entry.msg, entry.key)] = None if entry.deleted else entry.message
+    return state
