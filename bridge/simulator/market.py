@@ -1392,11 +1392,16 @@ class Market:
         """The message types this market makes, in catalog spelling."""
         return [b.spec.name for b in self._books]
 
-    def objects(self, msg_name: str) -> list[LiveObject]:
-        """The current (not deleted) objects of a type, in key order; [] for other types."""
+    def objects(self, msg_name: str, *, include_deleted: bool = False) -> list[LiveObject]:
+        """The current objects of a type, in key order; [] for other types.
+
+        Deleted objects are left out unless `include_deleted` (then they hold only `pkey`).
+        """
         book = self._by_name.get(msg_name.lower())
         if book is None:
             return []
+        if include_deleted:
+            return list(book.slots)
         return [obj for obj in book.slots if not obj.deleted]
 
     def get(self, msg_name: str, key: str) -> LiveObject | None:

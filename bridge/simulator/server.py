@@ -63,6 +63,10 @@ APP_NAME = "MLinkServer.Simulator"
 MACHINE = "SIM-" + socket.gethostname()[:12]
 GIT = "simulated"
 SENDER_ID = 18409
+_MIDDLE = b',"appN":"%s","mn":"%s","sTim":"' % (APP_NAME.encode(), MACHINE.encode())
+_ENCODED = b'","encT":"'
+_TAIL = b'","git":"%s"},"message":' % GIT.encode()
+_DELETED_TAIL = b'","git":"%s","%s":true},"message":' % (GIT.encode(), DELETE_HEADER.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +124,12 @@ class Outgoing:
     body: bytes
     number: int = 0
     truth: dict[str, Any] | None = None
+    data: bool = False
+
+
+# A live update waiting to be sent: serialized only when it goes out, so that a slow reader
+# gets the newest state of each key (conflation) and conflated updates cost nothing.
+Pending = tuple[SimSubscription, LiveObject]
 
 
 class _Stamper:
@@ -127,14 +137,17 @@ class _Stamper:
 
     def __init__(self) -> None:
         self._second = -1
-        self._prefix = ""
+        self._prefix = b""
 
-    def __call__(self, ns: int) -> str:
+    def __call__(self, ns: int) -> bytes:
         second, rest = divmod(ns, 1_000_000_000)
         if second != self._second:
             self._second = second
-            self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{rest // 1000:06d}"
+            self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second)).encode()
+        return b"%s.%06d" % (self._prefix, rest // 1000)
+
+    def text(self, ns: int) -> str:
+        return self(ns).decode()
 
 
 class SimConnection:
@@ -149,9 +162,11 @@ class SimConnection:
         self.closing = False
         self.deferred_admin: tuple[str, str] | None = None
         self.subs: dict[str, SimSubscription] = {}
-        self.fifo: deque[Outgoing] = deque()
+        self.fifo: deque[Outgoing | Pending] = deque()
+        self.live_by_type: dict[str, list[SimSubscription]] = {}
         self.wake = asyncio.Event()
         self.data_sent = 0
+        self.sending_since: float | None = None  # set while the writer works on a batch
         self.faulty = False
         self.stalled = False
         self.label_counter = itertools.count(1)
@@ -160,10 +175,18 @@ class SimConnection:
         """Queue control messages and snapshots in order, after every pending live update."""
         for sub in self.subs.values():
             if sub.pending:
-                self.fifo.extend(sub.pending.values())
+                self.fifo.extend((sub, obj) for obj in sub.pending.values())
                 sub.pending.clear()
         self.fifo.extend(items)
         self.wake.set()
+
+    def reindex(self) -> None:
+        """Which live subscriptions each message type feeds (the fan-out's lookup)."""
+        self.live_by_type = {}
+        for sub in self.subs.values():
+            if sub.live:
+                for name in sub.rules:
+                    self.live_by_type.setdefault(name, []).append(sub)
 
 
 class Simulator:
@@ -194,7 +217,7 @@ class Simulator:
         self._stamp = _Stamper()
         self._seq: dict[str, int] = {}
         self._obj_seq: dict[tuple[str, str], int] = {}
-        self._deleted: dict[tuple[str, str], tuple[LiveObject, int]] = {}
+        self._prefixes: dict[str, bytes] = {}
         self._connections: set[SimConnection] = set()
         self._conn_ids = itertools.count(1)
         self._faulty_connections = 0
@@ -217,6 +240,7 @@ class Simulator:
             compression=None,
             max_size=self.config.max_message,
             ping_interval=None,
+            close_timeout=1.0,  # a stalled connection never answers the closing handshake
         )
         if self.config.rate > 0:
             self._producer = asyncio.create_task(self._produce(), name="simulator-producer")
@@ -423,7 +447,7 @@ class Simulator:
         """
         replaced = conn.subs.get(sub.label)
         if replaced is not None and replaced is not sub:
-            body = {"state": "Replaced", "timestamp": self._stamp(self._clock())}
+            body = {"state": "Replaced", "timestamp": self._stamp.text(self._clock())}
             kind = "MLinkStreamCheckPt" if replaced.channel == "stream" else "MLinkResponse"
             if kind == "MLinkResponse":
                 body["queryLabel"] = replaced.label
@@ -442,10 +466,11 @@ class Simulator:
             conn.subs[sub.label] = sub
         else:
             conn.subs.pop(sub.label, None)
+        conn.reindex()
         conn.enqueue(out)
 
     def _progress(self, sub: SimSubscription, state: str, **extra: Any) -> Outgoing:
-        stamp = self._stamp(self._clock())
+        stamp = self._stamp.text(self._clock())
         if sub.channel == "stream":
             return self._admin_out(
                 "MLinkStreamCheckPt", {"state": state, **extra, "timestamp": stamp}
@@ -469,22 +494,17 @@ class Simulator:
         only_keys: Mapping[str, set[str]] | None = None,
     ) -> list[Outgoing]:
         out: list[Outgoing] = []
+        # Resuming after highwaterTs includes the deletes since then; a full snapshot does not.
+        with_deletes = sub.highwater_ts > 0
         for name in sub.rules:
-            for obj in self.market.objects(name):
+            for obj in self.market.objects(name, include_deleted=with_deletes):
                 if only_keys is not None and obj.key not in only_keys.get(name, ()):
                     continue
                 if obj.src_ns <= sub.highwater_ts:
                     continue
-                item = self._data_out(conn, sub, obj, self._obj_seq.get((name, obj.key), 0))
+                item = self._data_out(conn, sub, obj)
                 if item is not None:
                     out.append(item)
-            if sub.highwater_ts:
-                # Resuming: deletes that happened after the client's highwater mark.
-                for (msg, _key), (gone, seq) in self._deleted.items():
-                    if msg == name and gone.src_ns > sub.highwater_ts:
-                        item = self._data_out(conn, sub, gone, seq)
-                        if item is not None:
-                            out.append(item)
         return out
 
     # -- building messages ----------------------------------------------------------------------
@@ -500,8 +520,8 @@ class Simulator:
             "seqN": seq,
             "appN": APP_NAME,
             "mn": MACHINE,
-            "sTim": self._stamp(sent_ns),
-            "encT": self._stamp(self._clock()),
+            "sTim": self._stamp.text(sent_ns),
+            "encT": self._stamp.text(self._clock()),
             "git": GIT,
         }
 
@@ -520,75 +540,117 @@ class Simulator:
             conn.closing = True  # the writer closes after sending it
 
     def _data_out(
-        self, conn: SimConnection, sub: SimSubscription, obj: LiveObject, seq: int
+        self, conn: SimConnection, sub: SimSubscription, obj: LiveObject
     ) -> Outgoing | None:
+        """Serialize a record as it is now, if the subscription still wants it."""
         rule = sub.rule_for(obj.msg_name, obj.key, obj.message)
         if rule is None:
             return None
-        header = self._header(obj.msg_name, seq, obj.src_ns, data=True)
-        message = obj.message if obj.deleted else rule.render(obj.message)
-        if obj.deleted:
-            header[DELETE_HEADER] = True
-        body = orjson.dumps({"header": header, "message": message})
+        name = obj.msg_name
+        prefix = self._prefixes.get(name)
+        if prefix is None:
+            # Everything in the header but the sequence number and times is constant per type.
+            fixed = {"mTyp": name, "sEnv0": "Saturn", "sRlm0": "NMS", "sID": SENDER_ID}
+            fixed.update(kLen=0, mLen=0)
+            prefix = self._prefixes[name] = b'{"header":' + orjson.dumps(fixed)[:-1] + b',"seqN":'
+        seq = self._obj_seq.get((name, obj.key), 0)
+        deleted = obj.deleted
+        message = obj.message if deleted or rule.view is None else rule.view(obj.message)
+        body = b"".join(
+            (
+                prefix,
+                b"%d" % seq,
+                _MIDDLE,
+                self._stamp(obj.src_ns),
+                _ENCODED,
+                self._stamp(self._clock()),
+                _DELETED_TAIL if deleted else _TAIL,
+                orjson.dumps(message),
+                b"}",
+            )
+        )
         sub.sent_messages += 1
         sub.sent_bytes += len(body)
         sub.sent_highwater = max(sub.sent_highwater, obj.src_ns)
-        meta = {
-            "conn": conn.id,
-            "label": sub.label,
-            "msg": obj.msg_name,
-            "key": obj.key,
-            "version": obj.version,
-            "deleted": obj.deleted,
-            "seq": seq,
-        }
-        return Outgoing(body, self.catalog.number_of(obj.msg_name), meta)
+        meta = None
+        if self._truth is not None:
+            meta = {
+                "conn": conn.id,
+                "label": sub.label,
+                "msg": name,
+                "key": obj.key,
+                "version": obj.version,
+                "deleted": deleted,
+                "seq": seq,
+            }
+        return Outgoing(body, self.catalog.number_of(name), meta, data=True)
 
     # -- live updates ---------------------------------------------------------------------------
 
     async def _produce(self) -> None:
+        """Step the market at `rate` updates/s, as far as this process can.
+
+        The simulator shares one CPU between making updates and sending them. When it cannot
+        keep up, making more updates only for conflation to discard them would starve the
+        writers, so it waits while a reader that keeps up (a small socket buffer) still has
+        immediate updates waiting, and drops the backlog instead of bursting to catch up.
+        `updates` counts what was made. A reader that is slow on the network is not waited for:
+        it gets conflated data, as from MLink.
+        """
         rate = self.config.rate
         tick = max(0.001, min(0.05, 1.0 / rate))
+        burst = max(1, int(rate * tick))
         loop = asyncio.get_running_loop()
         start = loop.time()
         made = 0
         while True:
             due = int((loop.time() - start) * rate) - made
+            if due > 2 * burst:  # behind: forget the backlog
+                made += due - burst
+                due = burst
+            if due > 0 and self._writers_busy():
+                await asyncio.sleep(0)
+                continue
             for _ in range(max(0, due)):
                 self._publish(self.market.step())
             made += max(0, due)
-            await asyncio.sleep(tick)
+            await asyncio.sleep(tick if due < burst else 0)
+
+    def _writers_busy(self) -> bool:
+        """Whether a reader that keeps up still has immediate updates waiting or in flight."""
+        now = time.monotonic()
+        for conn in self._connections:
+            if conn.sending_since is not None:
+                if now - conn.sending_since < 0.05:
+                    return True
+                continue  # blocked on a slow reader for 50 ms: do not wait for it
+            for sub in conn.subs.values():
+                if sub.pending and sub.active_latency == 0:
+                    return True
+        return False
 
     def _publish(self, obj: LiveObject) -> None:
         self.updates += 1
         name = obj.msg_name
-        seq = self._seq.get(name, 0) + 1
-        self._seq[name] = seq
+        seq = self._seq[name] = self._seq.get(name, 0) + 1
         ident = (name, obj.key)
         self._obj_seq[ident] = seq
-        if obj.deleted:
-            self._deleted[ident] = (
-                LiveObject(name, obj.key, dict(obj.message), obj.version, True, obj.src_ns),
-                seq,
-            )
-        else:
-            self._deleted.pop(ident, None)
         for conn in self._connections:
+            subs = conn.live_by_type.get(name)
+            if not subs:
+                continue
             woke = False
-            for sub in conn.subs.values():
-                if not sub.live or name not in sub.rules:
-                    continue
-                item = self._data_out(conn, sub, obj, seq)
-                if item is None:
-                    continue
-                # Conflation: only the newest value per key waits. The writer sleeps while
-                # nothing is pending, so the first pending update wakes it to start the clock.
+            for sub in subs:
+                # Conflation: a key waits at most once; it is serialized when it goes out. The
+                # writer sleeps while nothing is pending, so the first pending key wakes it.
                 woke = woke or not sub.pending
-                sub.pending[ident] = item
+                sub.pending[ident] = obj
             if woke:
                 conn.wake.set()
 
-    def _due(self, conn: SimConnection, now: float) -> tuple[list[Outgoing], float | None]:
+    def _due(
+        self, conn: SimConnection, now: float
+    ) -> tuple[list[Outgoing | Pending], float | None]:
         """Everything ready to send, and how long until the next latency window closes."""
         out = list(conn.fifo)
         conn.fifo.clear()
@@ -607,7 +669,7 @@ class Simulator:
                 elif sub.pending:
                     wait = latency / 1000 if wait is None else min(wait, latency / 1000)
             if ready and sub.pending:
-                out.extend(sub.pending.values())
+                out.extend((sub, obj) for obj in sub.pending.values())
                 sub.pending.clear()
                 sub.last_flush = now
                 sub.signalled = False
@@ -618,7 +680,11 @@ class Simulator:
             while True:
                 batch, wait = self._due(conn, time.monotonic())
                 if batch:
-                    await self._send(conn, batch)
+                    conn.sending_since = time.monotonic()
+                    try:
+                        await self._send(conn, batch)
+                    finally:
+                        conn.sending_since = None
                     if conn.closing:
                         await conn.ws.close(1008, "authentication failed")
                         return
@@ -629,11 +695,12 @@ class Simulator:
         except ConnectionClosed:
             return
 
-    async def _send(self, conn: SimConnection, batch: list[Outgoing]) -> None:
+    async def _send(self, conn: SimConnection, batch: list[Outgoing | Pending]) -> None:
         framed = conn.form is WireForm.FRAMED
         chunk: list[bytes] = []
         chunk_size = 0
         truth: list[bytes] = []
+        logging_truth = self._truth is not None
 
         async def flush() -> None:
             nonlocal chunk, chunk_size
@@ -641,20 +708,26 @@ class Simulator:
                 await conn.ws.send(b"".join(chunk))
                 chunk, chunk_size = [], 0
 
-        for item in batch:
-            extra = self._injected(conn, item) if item.truth is not None else []
+        for entry in batch:
+            if isinstance(entry, Outgoing):
+                item: Outgoing | None = entry
+            else:
+                item = self._data_out(conn, *entry)
+            if item is None:
+                continue
+            extra = self._injected(conn, item) if item.data else []
             for body, number, meta in [*extra, (item.body, item.number, item.truth)]:
                 if framed:
-                    frame = encode_frame(body, number) if len(body) <= 999_999 else body
+                    frame = encode_frame(body, number)
                     chunk.append(frame)
                     chunk_size += len(frame)
                     if chunk_size >= self.config.batch_bytes:
                         await flush()
                 else:
                     await conn.ws.send(body)
-                if meta is not None:
-                    truth.append(truth_line(meta, body if "fault" not in meta else None))
-            if item.truth is not None:
+                if logging_truth and meta is not None:
+                    truth.append(truth_line(meta, None if "fault" in meta else body))
+            if item.data:
                 conn.data_sent += 1
                 if conn.faulty and await self._connection_fault(conn, flush, truth):
                     return
@@ -669,6 +742,8 @@ class Simulator:
         out: list[tuple[bytes, int, dict[str, Any]]] = []
         meta = item.truth or {}
         base = {"conn": conn.id, "msg": meta.get("msg"), "key": meta.get("key")}
+        # Oversized frames must still fit the six-digit length of a framed header.
+        pad = min(faults.oversize_bytes, 999_000)
         rng = self._rng
         if faults.malformed_rate and rng.random() < faults.malformed_rate:
             out.append(
@@ -685,7 +760,7 @@ class Simulator:
             out.append((orjson.dumps(doc), 0, {**base, "fault": "unknown_type"}))
         if faults.oversized_rate and rng.random() < faults.oversized_rate:
             doc = orjson.loads(item.body)
-            doc["message"]["simPadding"] = "x" * faults.oversize_bytes
+            doc["message"]["simPadding"] = "x" * pad
             out.append((orjson.dumps(doc), item.number, {**base, "fault": "oversized"}))
         return out
 
