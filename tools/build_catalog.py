@@ -57,6 +57,14 @@ ADMIN_MESSAGES = {
     "QueryResult": 3320,
 }
 
+# Repeated groups, which the flat dictionary lists as plain fields (and so repeats names such as
+# RootDefinition.ticker). From the published .proto files: group name, its field number, and the
+# field numbers inside it.
+REPEATED_GROUPS = {
+    "ProductDefinitionV2": ("legs", 223, range(224, 246)),
+    "RootDefinition": ("underlying", 199, range(200, 206)),
+}
+
 _TYPE_RE = re.compile(r"^(?P<base>[A-Za-z0-9]+)(?::(?P<arg>[A-Za-z0-9]+))?(?::(?P<default>\w+))?$")
 
 
@@ -116,8 +124,26 @@ def build(facts: Path) -> dict[str, object]:
     if missing:
         raise ValueError(f"enums referenced but not defined: {sorted(missing)}")
 
-    for msg in messages.values():
-        msg["fields"].sort(key=lambda f: f["number"])  # type: ignore[attr-defined]
+    for name, msg in messages.items():
+        fields = sorted(msg["fields"], key=lambda f: f["number"])  # type: ignore[attr-defined]
+        if name in REPEATED_GROUPS:
+            group_name, group_number, inside = REPEATED_GROUPS[name]
+            members = [f for f in fields if f["number"] in inside]
+            fields = [f for f in fields if f["number"] not in inside]
+            fields.append(
+                {
+                    "name": group_name,
+                    "number": group_number,
+                    "type": "group",
+                    "key": False,
+                    "fields": members,
+                }
+            )
+            fields.sort(key=lambda f: f["number"])
+        names = [f["name"] for f in fields]
+        if len(names) != len(set(names)):
+            raise ValueError(f"{name}: repeated field names {sorted(names)}")
+        msg["fields"] = fields
     return {
         "source": "SpiderRock MLink-Samples data dictionary and enums (Apache-2.0)",
         "admin": ADMIN_MESSAGES,

@@ -31,10 +31,16 @@ class FieldSpec:
     enum: str | None = None
     default: str | None = None
     max_len: int | None = None
+    fields: tuple[FieldSpec, ...] = ()  # the members of a repeated group (type "group")
 
     @property
     def is_security_key(self) -> bool:
         return self.type in KEY_TYPES
+
+    @property
+    def is_group(self) -> bool:
+        """A repeated group: on the wire, a list of objects with `fields`."""
+        return self.type == "group"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,7 @@ def _field_from_json(raw: Mapping[str, Any]) -> FieldSpec:
         enum=raw.get("enum"),
         default=raw.get("default"),
         max_len=raw.get("maxLen"),
+        fields=tuple(_field_from_json(f) for f in raw.get("fields", ())),
     )
 
 

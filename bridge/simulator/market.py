@@ -1134,6 +1134,16 @@ class _Generic(_Book):
 
     def _maker(self, f: FieldSpec) -> tuple[_Maker | None, str]:
         t = f.type
+        if t == "group":
+            # A repeated group (RootDefinition.underlying, ProductDefinitionV2.legs): one entry.
+            members = [(m.name, self._maker(m)[0]) for m in f.fields]
+            made = [(name, maker) for name, maker in members if maker is not None]
+
+            def group(i: int, now: int, prev: Any) -> list[Message]:
+                entry = {name: value for name, maker in made if (value := maker(i, now, None))}
+                return [entry] if entry else []
+
+            return group, "static"
         if any(k.name == f.name for k in self.spec.key_fields):
             # A value field that repeats a key field (ProductDefinitionV2.secKey) agrees with it.
             name = f.name

@@ -690,8 +690,11 @@ class Simulator:
                         return
                     continue
                 conn.wake.clear()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the event fires, and the writer would never end.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(conn.wake.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await conn.wake.wait()
         except ConnectionClosed:
             return
 

@@ -107,6 +107,15 @@ def check_value(catalog: Catalog, f: FieldSpec, value: Any) -> None:
     elif f.type in KEY_TYPES:
         assert isinstance(value, dict), where
         assert security_key(f.type, value).to_json() == value, where
+    elif f.is_group:
+        assert isinstance(value, list), where
+        assert value, where
+        members = {m.name: m for m in f.fields}
+        for entry in value:
+            assert isinstance(entry, dict), where
+            for name, item in entry.items():
+                assert name in members, f"{where}: {name} is not a member"
+                check_value(catalog, members[name], item)
     else:  # pragma: no cover - the catalog has no other types
         pytest.fail(f"unexpected field type {f.type}")
 
@@ -536,9 +545,12 @@ def test_multi_field_keys() -> None:
 
     product = market.objects("ProductDefinitionV2")[0]
     assert product.message["pkey"]["secType"] == "Option"
-    # The value fields that repeat the key agree with it.
-    assert product.message["secKey"] == product.message["pkey"]["secKey"]
-    assert product.message["secType"] == "Option"
+    # secKey/secType also name members of the repeated `legs` group, not top-level fields.
+    assert "secKey" not in product.message
+    legs = product.message["legs"]
+    assert isinstance(legs, list)
+    assert legs[0]["secKey"] == product.message["pkey"]["secKey"]
+    assert legs[0]["secType"] == "Option"
 
 
 def test_generic_quotes_keep_bid_below_ask() -> None:
