@@ -14,7 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bridge import __version__
+from bridge.errors import KeyFormatError
 from bridge.io.connector import Endpoint, session_events
+from bridge.mlink.catalog import default_catalog
+from bridge.mlink.keys import canonical_key
 from bridge.mlink.messages import MLinkStream
 from bridge.mlink.session import (
     AuthFailed,
@@ -124,6 +127,7 @@ async def _demo(args: argparse.Namespace) -> int:
         ]
         endpoint = Endpoint(sim.url("/mlink/jsonf"), token="demo-key")
         print(f"simulator: {sim.url('/mlink/jsonf')} ({sim.market.size()} live objects)")
+        catalog = default_catalog()
         counts: Counter[str] = Counter()
         latest: dict[str, str] = {}
         started = time.monotonic()
@@ -135,9 +139,13 @@ async def _demo(args: argparse.Namespace) -> int:
                 if stopper.done() or (deadline is not None and time.monotonic() > deadline):
                     break
                 if isinstance(event, Record):
-                    counts[event.record.mtyp] += 1
-                    pkey = event.record.message.get("pkey", {})
-                    latest[event.record.mtyp] = str(next(iter(pkey.values()), ""))[:60]
+                    record = event.record
+                    counts[record.mtyp] += 1
+                    spec = catalog.get(record.mtyp)
+                    if spec is not None:
+                        with contextlib.suppress(KeyFormatError):
+                            key = canonical_key(spec, record.message.get("pkey"))
+                            latest[record.mtyp] = ("deleted " if record.deleted else "") + key
                 elif isinstance(event, SnapshotBegin | SnapshotComplete | ServerClosing):
                     print(f"  {type(event).__name__}: {event}")
                 elif isinstance(event, AuthFailed | SubscriptionFailed | ProtocolViolation):
@@ -148,7 +156,7 @@ async def _demo(args: argparse.Namespace) -> int:
                     rate = sum(counts.values()) / (now - started)
                     print(f"[{now - started:5.1f}s] {sum(counts.values())} records, {rate:.0f}/s")
                     for name in sorted(counts):
-                        print(f"    {name:<18} {counts[name]:>7}  last key {latest[name]}")
+                        print(f"    {name:<18} {counts[name]:>7}  last {latest.get(name, '')}")
         finally:
             stopper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,109 @@
+"""The commands as a user runs them: real processes, real sockets on 127.0.0.1, bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import websockets
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the simulator exited early"
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"nothing listened on {port} within {timeout}s")
+
+
+def test_simulate_serves_until_sigterm() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "--log-level",
+            "WARNING",
+            "simulate",
+            "--port",
+            str(port),
+            "--api-key",
+            "k1",
+            "--rate",
+            "100",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(port, proc)
+
+        async def client() -> list[dict[str, object]]:
+            url = f"ws://127.0.0.1:{port}/mlink/json"
+            async with websockets.connect(
+                url, additional_headers={"Authorization": "Bearer k1"}
+            ) as ws:
+                msg = {
+                    "header": {"mTyp": "MLinkStream"},
+                    "message": {"queryLabel": "t", "activeLatency": 0, "msgName": "StockPrint"},
+                }
+                await ws.send(json.dumps(msg))
+                return [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(8)]
+
+        got = asyncio.run(client())
+        assert got[0]["message"] == {"state": "LoggedOn"}
+        assert any(m["header"]["mTyp"] == "StockPrint" for m in got)  # type: ignore[index]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()
+    assert f"127.0.0.1:{port}/mlink/json" in out.decode()
+
+
+def test_demo_shows_data_flowing_and_stops_by_itself() -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge", "demo", "--seconds", "4.5", "--rate", "300"],
+        capture_output=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "SnapshotComplete" in out
+    assert "records" in out
+    assert "StockBookQuote" in out
+    assert "demo stopped" in out
+
+
+def test_version_and_help() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "--version"], capture_output=True, check=True, timeout=30
+    )
+    assert out.stdout.decode().startswith("mlink-bridge ")
+    bad = subprocess.run(
+        [sys.executable, "-m", "bridge", "nope"], capture_output=True, timeout=30, check=False
+    )
+    assert bad.returncode == 2
+    assert b"invalid choice" in bad.stderr
