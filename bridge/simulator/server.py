@@ -218,6 +218,16 @@ class Simulator:
         self._seq: dict[str, int] = {}
         self._obj_seq: dict[tuple[str, str], int] = {}
         self._prefixes: dict[str, bytes] = {}
+        self._numbers = {name: self.catalog.number_of(name) for name in self._served}
+        faults = self.config.faults
+        self._injecting = any(
+            (
+                faults.malformed_rate,
+                faults.nan_rate,
+                faults.oversized_rate,
+                faults.unknown_type_rate,
+            )
+        )
         self._connections: set[SimConnection] = set()
         self._conn_ids = itertools.count(1)
         self._faulty_connections = 0
@@ -540,13 +550,27 @@ class Simulator:
             conn.closing = True  # the writer closes after sending it
 
     def _data_out(
-        self, conn: SimConnection, sub: SimSubscription, obj: LiveObject
+        self,
+        conn: SimConnection,
+        sub: SimSubscription,
+        obj: LiveObject,
+        encoded: bytes | None = None,
     ) -> Outgoing | None:
-        """Serialize a record as it is now, if the subscription still wants it."""
-        rule = sub.rule_for(obj.msg_name, obj.key, obj.message)
+        """Serialize a record as it is now, if the subscription still wants it.
+
+        This runs once per record sent, so it builds the header from per-type templates.
+        `encoded` is the encoding-time stamp, shared by a batch.
+        """
+        name = obj.msg_name
+        rule = sub.rules.get(name)
         if rule is None:
             return None
-        name = obj.msg_name
+        message = obj.message
+        if (rule.keys is not None or rule.where is not None or sub.key_filter is not None) and (
+            not rule.matches(obj.key, message)
+            or (sub.key_filter is not None and not sub.key_filter(message))
+        ):
+            return None
         prefix = self._prefixes.get(name)
         if prefix is None:
             # Everything in the header but the sequence number and times is constant per type.
@@ -555,19 +579,17 @@ class Simulator:
             prefix = self._prefixes[name] = b'{"header":' + orjson.dumps(fixed)[:-1] + b',"seqN":'
         seq = self._obj_seq.get((name, obj.key), 0)
         deleted = obj.deleted
-        message = obj.message if deleted or rule.view is None else rule.view(obj.message)
-        body = b"".join(
-            (
-                prefix,
-                b"%d" % seq,
-                _MIDDLE,
-                self._stamp(obj.src_ns),
-                _ENCODED,
-                self._stamp(self._clock()),
-                _DELETED_TAIL if deleted else _TAIL,
-                orjson.dumps(message),
-                b"}",
-            )
+        if not deleted and rule.view is not None:
+            message = rule.view(message)
+        body = b"%s%d%s%s%s%s%s%s}" % (
+            prefix,
+            seq,
+            _MIDDLE,
+            self._stamp(obj.src_ns),
+            _ENCODED,
+            encoded or self._stamp(self._clock()),
+            _DELETED_TAIL if deleted else _TAIL,
+            orjson.dumps(message),
         )
         sub.sent_messages += 1
         sub.sent_bytes += len(body)
@@ -583,7 +605,7 @@ class Simulator:
                 "deleted": deleted,
                 "seq": seq,
             }
-        return Outgoing(body, self.catalog.number_of(name), meta, data=True)
+        return Outgoing(body, self._numbers.get(name, 0), meta, data=True)
 
     # -- live updates ---------------------------------------------------------------------------
 
@@ -711,15 +733,20 @@ class Simulator:
                 await conn.ws.send(b"".join(chunk))
                 chunk, chunk_size = [], 0
 
+        encoded = self._stamp(self._clock())
+        injecting = self._injecting
+        faulty = conn.faulty
         for entry in batch:
             if isinstance(entry, Outgoing):
                 item: Outgoing | None = entry
             else:
-                item = self._data_out(conn, *entry)
+                item = self._data_out(conn, entry[0], entry[1], encoded)
             if item is None:
                 continue
-            extra = self._injected(conn, item) if item.data else []
-            for body, number, meta in [*extra, (item.body, item.number, item.truth)]:
+            sends = [(item.body, item.number, item.truth)]
+            if injecting and item.data:
+                sends[:0] = self._injected(conn, item)
+            for body, number, meta in sends:
                 if framed:
                     frame = encode_frame(body, number)
                     chunk.append(frame)
@@ -732,7 +759,7 @@ class Simulator:
                     truth.append(truth_line(meta, None if "fault" in meta else body))
             if item.data:
                 conn.data_sent += 1
-                if conn.faulty and await self._connection_fault(conn, flush, truth):
+                if faulty and await self._connection_fault(conn, flush, truth):
                     return
         await flush()
         if self._truth is not None and truth:
