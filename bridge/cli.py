@@ -10,23 +10,27 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bridge import __version__
 from bridge.errors import KeyFormatError
-from bridge.io.connector import Endpoint, session_events
+from bridge.io.connector import (
+    ConnectionDown,
+    Connector,
+    ConnectorConfig,
+    Credentials,
+    SubscriptionSpec,
+)
 from bridge.mlink.catalog import default_catalog
 from bridge.mlink.keys import canonical_key
 from bridge.mlink.messages import MLinkStream
 from bridge.mlink.session import (
-    AuthFailed,
     ProtocolViolation,
     Record,
     ServerClosing,
     SnapshotBegin,
     SnapshotComplete,
-    Subscription,
     SubscriptionFailed,
 )
 from bridge.simulator.market import DEFAULT_TYPES
@@ -117,15 +121,21 @@ async def _simulate(config: SimulatorConfig) -> int:
     return 0
 
 
+def _stream_request(name: str) -> Callable[[int | None], MLinkStream]:
+    return lambda highwater: MLinkStream(name, name, active_latency=100, highwater_ts=highwater)
+
+
 async def _demo(args: argparse.Namespace) -> int:
     """Until the Kafka pipeline lands: the simulator plus a client that shows data flowing."""
     config = SimulatorConfig(port=0, rate=args.rate)
     async with Simulator(config) as sim:
-        subs = [
-            Subscription(name, MLinkStream(f"demo-{name}", name, active_latency=100))
-            for name in sim.market.names()
-        ]
-        endpoint = Endpoint(sim.url("/mlink/jsonf"), token="demo-key")
+        subs = [SubscriptionSpec(name, _stream_request(name)) for name in sim.market.names()]
+        connector = Connector(
+            ConnectorConfig(
+                sim.url("/mlink/jsonf"), credentials=lambda: Credentials(token="demo-key")
+            ),
+            subs,
+        )
         print(f"simulator: {sim.url('/mlink/jsonf')} ({sim.market.size()} live objects)")
         catalog = default_catalog()
         counts: Counter[str] = Counter()
@@ -135,7 +145,7 @@ async def _demo(args: argparse.Namespace) -> int:
         deadline = started + args.seconds if args.seconds else None
         stopper = asyncio.create_task(_until_signal())
         try:
-            async for event in session_events(endpoint, subs):
+            async for event in connector.events():
                 if stopper.done() or (deadline is not None and time.monotonic() > deadline):
                     break
                 if isinstance(event, Record):
@@ -148,7 +158,7 @@ async def _demo(args: argparse.Namespace) -> int:
                             latest[record.mtyp] = ("deleted " if record.deleted else "") + key
                 elif isinstance(event, SnapshotBegin | SnapshotComplete | ServerClosing):
                     print(f"  {type(event).__name__}: {event}")
-                elif isinstance(event, AuthFailed | SubscriptionFailed | ProtocolViolation):
+                elif isinstance(event, ConnectionDown | SubscriptionFailed | ProtocolViolation):
                     print(f"  problem: {event}", file=sys.stderr)
                 now = time.monotonic()
                 if now - last_report >= 2:
@@ -158,6 +168,7 @@ async def _demo(args: argparse.Namespace) -> int:
                     for name in sorted(counts):
                         print(f"    {name:<18} {counts[name]:>7}  last {latest.get(name, '')}")
         finally:
+            connector.stop()
             stopper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stopper

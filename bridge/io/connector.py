@@ -1,29 +1,85 @@
-"""The websocket side: connect to MLink, drive an MLinkSession, hand its events on.
+"""The websocket side: keep an MLink session alive for as long as the process runs.
 
-This is the only module that imports `websockets`. Compression is off (MLink does not use it
-and it costs CPU) and message sizes are capped.
+This is the only module that imports `websockets`. One `Connector` owns one websocket at a time
+and drives an `MLinkSession` (bridge/mlink/session.py) with what arrives; its `events()` yields
+the session's events plus `ConnectionUp` / `ConnectionDown`, forever:
+
+* connect with compression off and explicit size caps; authenticate by header or MLinkLogon,
+  with credentials fetched on every attempt (a JWT file is re-read; a changed file on a live
+  session is sent as a new MLinkLogon);
+* after any failure, reconnect with exponential backoff and full jitter (policy.py), never
+  giving up; refused credentials back off for minutes, never in a hot loop;
+* two liveness detectors, counted apart: keepalive pings catch a dead peer, and a
+  per-subscription staleness limit catches a connection that answers pings but no longer
+  delivers data;
+* resubscribe after a reconnect: a fresh snapshot, or (resume="highwater") only what was sent
+  after the newest record seen.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from bridge.errors import ConnectionLost
+from bridge.errors import BridgeError
+from bridge.io.policy import Failure, ReconnectPolicy
 from bridge.mlink.framing import WireForm
-from bridge.mlink.messages import MLinkLogon
-from bridge.mlink.session import Event, MLinkSession, SessionLimits, Subscription
+from bridge.mlink.messages import MLinkLogon, MLinkQuery, MLinkStream, MLinkSubscribe
+from bridge.mlink.session import (
+    AuthFailed,
+    Event,
+    MLinkSession,
+    Record,
+    ServerClosing,
+    SessionLimits,
+    SnapshotBegin,
+    SnapshotComplete,
+    Subscription,
+    SubscriptionEnded,
+)
+
+Sleeper = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint:
+class Credentials:
+    """What one connection attempt authenticates with. Secrets never appear in repr()."""
+
+    token: str | None = field(default=None, repr=False)  # Bearer: apiKey[.password] or a JWT
+    logon: MLinkLogon | None = None  # sent as MLinkLogon (logon auth, or when MLink asks)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionSpec:
+    """A subscription the connector keeps open across connections.
+
+    `request(highwater_ts)` builds the request for a new connection; highwater_ts is None for a
+    fresh snapshot. `stale_after` seconds without data on a live subscription reconnect (0: off).
+    """
+
+    label: str
+    request: Callable[[int | None], MLinkStream | MLinkSubscribe | MLinkQuery]
+    stale_after: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorConfig:
     url: str
-    token: str | None = None  # apiKey or apiKey.password, sent as a Bearer header
-    logon: MLinkLogon | None = None  # sent as MLinkLogon when there is no header token
-    max_message: int = 1 << 20
+    credentials: Callable[[], Credentials]
+    header_auth: bool = True
+    max_message: int = 16 * 1024 * 1024
+    ping_interval: float = 10.0
+    ping_timeout: float = 10.0
+    open_timeout: float = 10.0
+    resume_highwater: bool = False
+    jwt_file: Path | None = None  # watched while connected: a new token is sent as MLinkLogon
 
     @property
     def form(self) -> WireForm:
@@ -31,40 +87,248 @@ class Endpoint:
         return WireForm.FRAMED if path.endswith("/jsonf") else WireForm.JSON
 
 
-async def session_events(
-    endpoint: Endpoint, subscriptions: Sequence[Subscription], *, open_timeout: float = 10.0
-) -> AsyncIterator[Event]:
-    """One connection: yield the session's events until the connection ends.
+@dataclass(frozen=True, slots=True)
+class ConnectionUp:
+    attempt: int  # consecutive failed attempts before this one
 
-    Raises ConnectionLost when the peer goes away (the caller decides whether to reconnect).
-    """
-    headers = {"Authorization": f"Bearer {endpoint.token}"} if endpoint.token else None
-    session = MLinkSession(
-        subscriptions,
-        form=endpoint.form,
-        logon=endpoint.logon,
-        header_auth=endpoint.token is not None,
-        limits=SessionLimits(max_payload=endpoint.max_message),
-    )
-    ws: ClientConnection
-    async with connect(
-        endpoint.url,
-        additional_headers=headers,
-        compression=None,
-        max_size=endpoint.max_message,
-        open_timeout=open_timeout,
-    ) as ws:
-        for event in session.connected():
-            yield event
-        for request in session.data_to_send():
-            await ws.send(request)
+
+@dataclass(frozen=True, slots=True)
+class ConnectionDown:
+    failure: Failure
+    detail: str
+    retry_in: float  # seconds until the next attempt
+    attempt: int  # consecutive failures, this one included
+
+
+ConnectorEvent = Event | ConnectionUp | ConnectionDown
+
+
+class _Failed(BridgeError):
+    retryable = True
+
+    def __init__(self, failure: Failure, detail: str) -> None:
+        super().__init__(detail)
+        self.failure = failure
+        self.detail = detail
+
+
+class Connector:
+    """Keeps `subscriptions` flowing from MLink; see the module docstring."""
+
+    def __init__(
+        self,
+        config: ConnectorConfig,
+        subscriptions: Sequence[SubscriptionSpec],
+        *,
+        policy: ReconnectPolicy | None = None,
+        sleeper: Sleeper = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.subscriptions = list(subscriptions)
+        self.policy = policy or ReconnectPolicy()
+        self._sleep = sleeper
+        self._clock = clock
+        self._stopping = asyncio.Event()
+        self._ws: ClientConnection | None = None
+        self._highwater: dict[str, int] = {}
+        self._closing: asyncio.Future[None] | None = None
+        self.connections = 0
+        self.failures: dict[Failure, int] = dict.fromkeys(Failure, 0)
+
+    def stop(self) -> None:
+        """Stop reading: the current connection closes and events() ends."""
+        self._stopping.set()
+        if self._ws is not None:
+            self._closing = asyncio.ensure_future(self._ws.close(1000, "bridge stopping"))
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def events(self) -> AsyncIterator[ConnectorEvent]:
+        attempt = 0
+        while not self.stopping:
+            up_at: float | None = None
+            try:
+                async for event in self._connection(attempt):
+                    if isinstance(event, ConnectionUp):
+                        up_at = self._clock()
+                    yield event
+                raise _Failed(Failure.CLOSED, "connection ended")
+            except _Failed as failed:
+                if self.stopping:
+                    return
+                healthy = up_at is not None and self._clock() - up_at >= self.policy.healthy_after
+                attempt = 1 if healthy else attempt + 1
+                self.failures[failed.failure] += 1
+                delay = self.policy.delay(failed.failure, attempt)
+                yield ConnectionDown(failed.failure, failed.detail, delay, attempt)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stopping.wait()
+
+    # -- one connection ---------------------------------------------------------------------
+
+    def _subscriptions(self) -> list[Subscription]:
+        out = []
+        for spec in self.subscriptions:
+            mark = self._highwater.get(spec.label) if self.config.resume_highwater else None
+            out.append(Subscription(spec.label, spec.request(mark)))
+        return out
+
+    async def _open(self, creds: Credentials) -> ClientConnection:
+        headers = {"Authorization": f"Bearer {creds.token}"} if self.config.header_auth else None
+        if self.config.header_auth and not creds.token:
+            raise _Failed(Failure.AUTH, "no API key or JWT to authenticate with")
         try:
+            return await connect(
+                self.config.url,
+                additional_headers=headers,
+                compression=None,
+                max_size=self.config.max_message,
+                ping_interval=self.config.ping_interval or None,
+                ping_timeout=self.config.ping_timeout or None,
+                open_timeout=self.config.open_timeout,
+                close_timeout=2.0,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            failure = Failure.AUTH if status in (401, 403) else Failure.CONNECT
+            raise _Failed(failure, f"MLink refused the handshake: HTTP {status}") from None
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            raise _Failed(Failure.CONNECT, f"cannot connect: {type(exc).__name__}: {exc}") from None
+
+    async def _connection(self, attempt: int) -> AsyncIterator[ConnectorEvent]:
+        try:
+            creds = self.config.credentials()
+        except BridgeError as exc:  # an unreadable JWT file, say: wait as for refused auth
+            raise _Failed(Failure.AUTH, str(exc)) from None
+        session = MLinkSession(
+            self._subscriptions(),
+            form=self.config.form,
+            logon=creds.logon,
+            header_auth=self.config.header_auth,
+            clock=time.time_ns,
+            limits=SessionLimits(
+                max_payload=self.config.max_message, max_message=self.config.max_message
+            ),
+        )
+        ws = await self._open(creds)
+        self._ws = ws
+        self.connections += 1
+        watch = _Watch(self, session, ws)
+        watchdog = asyncio.create_task(watch.run(), name="mlink-watchdog")
+        goodnight = False
+        try:
+            yield ConnectionUp(attempt)
+            session.connected()
+            for request in session.data_to_send():
+                await ws.send(request)
             async for payload in ws:
                 for event in session.receive(payload):
+                    watch.saw(event)
+                    if isinstance(event, AuthFailed):
+                        raise _Failed(Failure.AUTH, f"MLink refused the credentials: {event.state}")
+                    if isinstance(event, ServerClosing):
+                        goodnight = True
+                    if isinstance(event, SubscriptionEnded):
+                        yield event
+                        raise _Failed(
+                            Failure.PROTOCOL, f"subscription {event.label} ended: {event.state}"
+                        )
                     yield event
-                for outgoing in session.data_to_send():
-                    await ws.send(outgoing)
-        except ConnectionClosed as exc:
-            raise ConnectionLost(f"MLink connection closed: {exc}") from None
+                for out in session.data_to_send():
+                    await ws.send(out)
+            raise _Failed(*watch.why_closed(ws, goodnight))
+        except ConnectionClosed:
+            raise _Failed(*watch.why_closed(ws, goodnight)) from None
         finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+            for spec in self.subscriptions:
+                mark = session.highwater_ts(spec.label)
+                if mark is not None:
+                    self._highwater[spec.label] = max(mark, self._highwater.get(spec.label, 0))
             session.connection_lost()
+            self._ws = None
+            if ws.state.name != "CLOSED":
+                with contextlib.suppress(Exception):
+                    await ws.close()
+
+
+class _Watch:
+    """Per connection: data staleness per live subscription, and JWT file changes."""
+
+    def __init__(self, owner: Connector, session: MLinkSession, ws: ClientConnection) -> None:
+        self._owner = owner
+        self._session = session
+        self._ws = ws
+        self._limits = {s.label: s.stale_after for s in owner.subscriptions if s.stale_after > 0}
+        self._live_since: dict[str, float] = {}
+        self._last_data: dict[str, float] = {}
+        self.stale: str | None = None
+        jwt_file = owner.config.jwt_file
+        self._jwt_mtime = _mtime(jwt_file) if jwt_file else None
+
+    def saw(self, event: Event) -> None:
+        now = self._owner._clock()
+        if isinstance(event, Record) and event.label is not None:
+            self._last_data[event.label] = now
+        elif isinstance(event, SnapshotComplete):
+            self._live_since[event.label] = now
+        elif isinstance(event, SnapshotBegin):
+            self._live_since.pop(event.label, None)
+
+    def why_closed(self, ws: ClientConnection, goodnight: bool) -> tuple[Failure, str]:
+        if self.stale is not None:
+            return Failure.STALE, self.stale
+        if goodnight:
+            return Failure.GOODNIGHT, "MLink said GoodNight"
+        sent, rcvd = ws.protocol.close_sent, ws.protocol.close_rcvd
+        if rcvd is None and sent is not None and "keepalive" in sent.reason:
+            return Failure.KEEPALIVE, "no pong within the ping timeout: the peer is gone"
+        if rcvd is None:
+            return Failure.CLOSED, "connection dropped without a close frame"
+        return Failure.CLOSED, f"closed by MLink: code {rcvd.code} {rcvd.reason}".strip()
+
+    async def run(self) -> None:
+        interval = min([*self._limits.values(), 5.0]) / 4
+        while True:
+            await self._owner._sleep(interval)
+            now = self._owner._clock()
+            for label, limit in self._limits.items():
+                since = self._live_since.get(label)
+                if since is None:
+                    continue  # not live yet: the snapshot has its own pace
+                last = max(since, self._last_data.get(label, since))
+                if now - last > limit:
+                    self.stale = f"subscription {label} delivered nothing for {now - last:.1f}s"
+                    await self._ws.close(4000, "stale subscription")
+                    return
+            await self._check_jwt()
+
+    async def _check_jwt(self) -> None:
+        path = self._owner.config.jwt_file
+        if path is None:
+            return
+        mtime = _mtime(path)
+        if mtime is None or mtime == self._jwt_mtime:
+            return
+        self._jwt_mtime = mtime
+        try:
+            creds = self._owner.config.credentials()
+        except BridgeError:
+            return  # an unreadable file mid-rotation; the next check tries again
+        if creds.logon is not None:
+            self._session.relogon(creds.logon)
+            for payload in self._session.data_to_send():
+                await self._ws.send(payload)
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
