@@ -56,8 +56,17 @@ def encode_frame(body: bytes, number: int = 0, kind: str = "J") -> bytes:
 
 
 def is_framed(payload: bytes) -> bool:
-    """Whether a payload uses framed messages (as opposed to one plain JSON object)."""
-    return payload[:2] == FRAME_MARK
+    """Whether a payload starts with a framed-message header (\r\n, J|P, eleven digits).
+
+    Plain JSON may also start with \r\n (the sample clients split payloads on it), so the
+    whole header shape decides, not the mark alone.
+    """
+    return (
+        payload[:2] == FRAME_MARK
+        and len(payload) >= HEADER_LEN
+        and payload[2] in _KINDS
+        and payload[3:HEADER_LEN].isdigit()
+    )
 
 
 def iter_frames(payload: bytes, max_message: int = DEFAULT_MAX_MESSAGE) -> Iterator[Frame]:
@@ -69,10 +78,12 @@ def iter_frames(payload: bytes, max_message: int = DEFAULT_MAX_MESSAGE) -> Itera
     end = len(payload)
     pos = 0
     while pos < end:
-        if payload[pos:end].strip(_WHITESPACE) == b"":
-            return
         header = payload[pos : pos + HEADER_LEN]
+        if header[:2] != FRAME_MARK and payload[pos:end].strip(_WHITESPACE) == b"":
+            return  # trailing white space after the last frame
         if len(header) < HEADER_LEN:
+            if header == FRAME_MARK:
+                return  # a trailing CRLF, as the sample clients' split() tolerates
             raise TruncatedFrame(
                 f"framed header cut short at offset {pos}: {len(header)} of {HEADER_LEN} bytes"
             )
@@ -103,19 +114,27 @@ def iter_messages(
     payload: bytes | str,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
     max_message: int = DEFAULT_MAX_MESSAGE,
+    *,
+    framed: bool | None = None,
 ) -> Iterator[Frame]:
     """Yield every message in a websocket payload, framed or plain JSON.
 
     A plain JSON payload is one message (kind J, number 0). Text payloads are UTF-8 encoded.
+    `framed` True parses strictly as framed (a framed endpoint: a bad header is GarbledFrame),
+    False as plain JSON; None decides by the payload's first bytes.
     """
     data = payload.encode() if isinstance(payload, str) else payload
     if len(data) > max_payload:
         raise OversizedFrame(f"payload of {len(data)} bytes exceeds the limit of {max_payload}")
-    if is_framed(data):
+    if framed or (framed is None and is_framed(data)):
         yield from iter_frames(data, max_message)
         return
-    body = data.strip(_WHITESPACE)
-    if len(body) > max_message:
-        raise OversizedFrame(f"message of {len(body)} bytes exceeds the limit of {max_message}")
-    if body:
-        yield Frame("J", 0, body)
+    # Plain JSON: normally one object; objects separated by CRLF are taken one by one, as the
+    # documented sample client does (JSON text never holds a raw CR or LF inside a string).
+    parts = data.split(FRAME_MARK) if FRAME_MARK in data else [data]
+    for part in parts:
+        body = part.strip(_WHITESPACE)
+        if len(body) > max_message:
+            raise OversizedFrame(f"message of {len(body)} bytes exceeds the limit of {max_message}")
+        if body:
+            yield Frame("J", 0, body)

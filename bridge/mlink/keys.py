@@ -11,6 +11,7 @@ with `-` in the catalog's field order (`canonical_key`).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ _TICKER_RE = re.compile(r"^(?P<tk>.+)-(?P<ts>[A-Za-z0-9]+)-(?P<at>[A-Za-z0-9]+)$
 _EXPIRY_RE = re.compile(
     r"^(?P<tk>.+)-(?P<ts>[A-Za-z0-9]+)-(?P<at>[A-Za-z0-9]+)-(?P<dt>\d{4}-\d{2}-\d{2})$"
 )
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _OPTION_RE = re.compile(
     r"^(?P<tk>.+)-(?P<ts>[A-Za-z0-9]+)-(?P<at>[A-Za-z0-9]+)-(?P<dt>\d{4}-\d{2}-\d{2})"
     r"-(?P<xx>-?(?:\d+(?:\.\d*)?|\.\d+))-(?P<cp>[CPB])$"
@@ -55,11 +57,11 @@ class TickerKey:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> TickerKey:
-        return cls(_text(obj, "at"), _text(obj, "ts"), _text(obj, "tk"))
+        return cls(_code(obj, "at"), _code(obj, "ts"), _symbol(obj))
 
     @classmethod
     def parse(cls, text: str) -> TickerKey:
-        match = _TICKER_RE.match(text)
+        match = _TICKER_RE.fullmatch(text)
         if match is None:
             raise KeyFormatError(f"not a TickerKey (SYMBOL-TS-AT): {text!r}")
         return cls(match["at"], match["ts"], match["tk"])
@@ -80,11 +82,11 @@ class ExpiryKey:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> ExpiryKey:
-        return cls(_text(obj, "at"), _text(obj, "ts"), _text(obj, "tk"), _text(obj, "dt"))
+        return cls(_code(obj, "at"), _code(obj, "ts"), _symbol(obj), _date(obj))
 
     @classmethod
     def parse(cls, text: str) -> ExpiryKey:
-        match = _EXPIRY_RE.match(text)
+        match = _EXPIRY_RE.fullmatch(text)
         if match is None:
             raise KeyFormatError(f"not an ExpiryKey (SYMBOL-TS-AT-YYYY-MM-DD): {text!r}")
         return cls(match["at"], match["ts"], match["tk"], match["dt"])
@@ -120,18 +122,16 @@ class OptionKey:
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> OptionKey:
         xx = obj.get("xx", 0)
-        if isinstance(xx, bool) or not isinstance(xx, int | float):
-            raise KeyFormatError(f"OptionKey strike xx must be a number, not {xx!r}")
+        if isinstance(xx, bool) or not isinstance(xx, int | float) or not math.isfinite(xx):
+            raise KeyFormatError(f"OptionKey strike xx must be a finite number, not {xx!r}")
         cp = _text(obj, "cp")
         if cp not in CALL_PUT_CODES:
             raise KeyFormatError(f"OptionKey cp must be Call, Put or Pair, not {cp!r}")
-        return cls(
-            _text(obj, "at"), _text(obj, "ts"), _text(obj, "tk"), _text(obj, "dt"), float(xx), cp
-        )
+        return cls(_code(obj, "at"), _code(obj, "ts"), _symbol(obj), _date(obj), float(xx), cp)
 
     @classmethod
     def parse(cls, text: str) -> OptionKey:
-        match = _OPTION_RE.match(text)
+        match = _OPTION_RE.fullmatch(text)
         if match is None:
             raise KeyFormatError(f"not an OptionKey (SYMBOL-TS-AT-YYYY-MM-DD-STRIKE-C|P): {text!r}")
         return cls(
@@ -156,6 +156,28 @@ def _text(obj: Mapping[str, Any], name: str) -> str:
     value = obj.get(name)
     if not isinstance(value, str) or not value:
         raise KeyFormatError(f"key field {name!r} missing or not a non-empty string")
+    return value
+
+
+def _code(obj: Mapping[str, Any], name: str) -> str:
+    """Asset type / ticker source: letters and digits, so the canonical string parses back."""
+    value = _text(obj, name)
+    if not value.isascii() or not value.isalnum():
+        raise KeyFormatError(f"key field {name!r} must be letters and digits, not {value!r}")
+    return value
+
+
+def _symbol(obj: Mapping[str, Any]) -> str:
+    value = _text(obj, "tk")
+    if any(c in value for c in "\r\n\t"):
+        raise KeyFormatError(f"key field 'tk' holds a control character: {value!r}")
+    return value
+
+
+def _date(obj: Mapping[str, Any]) -> str:
+    value = _text(obj, "dt")
+    if not _DATE_RE.fullmatch(value):
+        raise KeyFormatError(f"key field 'dt' must be YYYY-MM-DD, not {value!r}")
     return value
 
 

@@ -334,6 +334,10 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _label(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def parse_message(body: bytes) -> ServerMessage:
     """Classify one received JSON body. Unknown admin-like types are data records."""
     doc = decode_json(body)
@@ -348,7 +352,7 @@ def parse_message(body: bytes) -> ServerMessage:
             _text(message.get("msgName")),
             _text(message.get("result")),
             _text(message.get("detail")),
-            message.get("queryLabel"),
+            _label(message.get("queryLabel")),
         )
     if mtyp in ("MLinkStreamCheckPt", "MLinkResponse", "QueryResult"):
         state = _text(message.get("state"))
@@ -358,7 +362,7 @@ def parse_message(body: bytes) -> ServerMessage:
         return CheckPoint(
             mtyp,
             state,
-            message.get("queryLabel"),
+            _label(message.get("queryLabel")),
             _text(message.get("detail")),
             _opt_int(message.get("numMessagesSent")),
             _opt_int(message.get("highwaterTs")),

@@ -21,9 +21,10 @@ wins. Data that arrives before its ack counts as the start of that subscription'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from bridge.errors import BridgeError, FramingError, MessageError, ProtocolError
 from bridge.mlink import framing
@@ -270,6 +271,9 @@ CHECKPOINT_INPUTS: dict[str, SubInput] = {
 }
 
 _IN_FLIGHT = frozenset({SubState.PENDING, SubState.ACKED, SubState.SNAPSHOT, SubState.ACTIVE})
+_BEGUN = frozenset({SubState.SNAPSHOT, SubState.ACTIVE})
+_DELIVERING = frozenset({SubState.LIVE, SubState.DONE})
+_WAITING = frozenset({SubState.PENDING, SubState.ACKED})
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,10 +282,16 @@ _IN_FLIGHT = frozenset({SubState.PENDING, SubState.ACKED, SubState.SNAPSHOT, Sub
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """What the bridge asks MLink for: a label and one request."""
+    """What the bridge asks MLink for: a label and one request.
+
+    `accepts`, when given, says whether a data record's message belongs to this subscription
+    (its where clause, keys or key filters): with several subscriptions of one message type,
+    records carry no label on the wire, so this is how they are told apart.
+    """
 
     label: str
     request: MLinkStream | MLinkSubscribe | MLinkQuery
+    accepts: Callable[[Mapping[str, Any]], bool] | None = None
 
     @property
     def msg_names(self) -> frozenset[str]:
@@ -310,8 +320,12 @@ class _SubTrack:
     state: SubState = SubState.UNSENT
     acked: bool = False
     snapshot_records: int = 0
-    highwater_stamp: str = ""  # max header sTim seen; the text sorts like the time
-    highwater_ts: int | None = None  # from MLinkResponse
+    # Resuming after highwaterTs is only safe from a point where everything older has arrived:
+    # the newest send time of a completed snapshot or of a live record. Snapshot records come
+    # in no particular time order, so their newest time counts only once Complete arrives.
+    highwater_stamp: str = ""  # the header sTim text sorts like the time it names
+    snapshot_stamp: str = ""
+    highwater_ts: int | None = None  # from MLinkResponse Complete
 
 
 class Phase(StrEnum):
@@ -368,6 +382,7 @@ class MLinkSession:
         self._clock = clock
         self._limits = limits or SessionLimits()
         self._conn = ConnState.CONNECTING
+        self._logon_sent = not header_auth
         self._outbox: list[bytes] = []
         self._by_name: dict[str, list[_SubTrack]] = {}
         for track in self._tracks.values():
@@ -390,12 +405,18 @@ class MLinkSession:
         states = {t.state for t in self._tracks.values()}
         if states & {SubState.UNSENT, SubState.PENDING, SubState.ACKED}:
             return Phase.SUBSCRIBING
-        if states & {SubState.SNAPSHOT, SubState.ACTIVE}:
+        if states & _BEGUN:
             return Phase.SNAPSHOT
-        return Phase.LIVE
+        if states & _DELIVERING:
+            return Phase.LIVE
+        return Phase.FAILED  # every subscription was refused or ended
 
     def highwater_ts(self, label: str) -> int | None:
-        """The newest header send time seen for a subscription, in ns (for resuming)."""
+        """Where a resumed subscription may start (ns): everything sent before it has arrived.
+
+        None until a snapshot completed: resuming from the middle of a snapshot would skip the
+        records not yet received.
+        """
         track = self._tracks[label]
         seen = parse_stamp(track.highwater_stamp) if track.highwater_stamp else None
         candidates = [v for v in (seen, track.highwater_ts) if v is not None]
@@ -428,7 +449,10 @@ class MLinkSession:
         data = payload.encode() if isinstance(payload, str) else payload
         try:
             for frame in framing.iter_messages(
-                data, self._limits.max_payload, self._limits.max_message
+                data,
+                self._limits.max_payload,
+                self._limits.max_message,
+                framed=True if self._form is WireForm.FRAMED else None,
             ):
                 if frame.kind != "J":
                     events.append(
@@ -492,13 +516,21 @@ class MLinkSession:
                 assert self._logon is not None
                 self._send(self._logon)
         elif action is ConnAction.AUTHENTICATED:
+            self._logon_sent = False
             self._send_subscriptions()
             return [Authenticated(state)]
         elif action is ConnAction.SEND_LOGON:
             if self._logon is None:
                 self._conn = ConnState.FAILED
                 return [AuthFailed(state, "the server asks for MLinkLogon; no credentials")]
-            self._send(self._logon)
+            # The server dropped whatever it got before the logon: ask again after LoggedOn.
+            for track in self._tracks.values():
+                if track.state in _WAITING:
+                    track.state = SubState.UNSENT
+                    track.acked = False
+            if not self._logon_sent:  # one logon answers any number of WaitingLogon replies
+                self._logon_sent = True
+                self._send(self._logon)
         elif action is ConnAction.AUTH_FAILED:
             return [AuthFailed(state, detail)]
         elif action is ConnAction.SERVER_CLOSING:
@@ -551,22 +583,43 @@ class MLinkSession:
             error = ProtocolError(f"{cp.mtyp} {cp.state} matches no open subscription")
             events.append(ProtocolViolation(error, body))
             return
-        if cp.highwater_ts is not None:
-            track.highwater_ts = max(track.highwater_ts or 0, cp.highwater_ts)
         self._step(track, sub_input, events, checkpoint=cp)
 
     def _on_data(self, record: DataRecord, events: list[Event]) -> None:
-        tracks = self._by_name.get(record.mtyp.lower(), ())
-        track = next((t for t in tracks if t.state in _IN_FLIGHT), None)
-        if track is None:
-            track = next((t for t in tracks if t.state in (SubState.LIVE, SubState.DONE)), None)
+        track = self._owner_of(record)
         if track is None:
             events.append(Record(None, record, False))
             return
         stamp = record.header.get("sTim")
-        if isinstance(stamp, str) and stamp > track.highwater_stamp:
-            track.highwater_stamp = stamp
+        if isinstance(stamp, str):
+            if track.state is SubState.LIVE:
+                track.highwater_stamp = max(track.highwater_stamp, stamp)
+            elif stamp > track.snapshot_stamp:
+                track.snapshot_stamp = stamp
         self._step(track, SubInput.DATA, events, record=record)
+
+    def _owner_of(self, record: DataRecord) -> _SubTrack | None:
+        """Which subscription a record belongs to.
+
+        One subscription of the type: that one. Several: a snapshot under way that accepts the
+        record, else a live one that accepts it, else one still waiting for its ack (data before
+        the ack starts its snapshot) — so live updates of one subscription are not taken for
+        the snapshot of another.
+        """
+        tracks = self._by_name.get(record.mtyp.lower())
+        if not tracks:
+            return None
+        if len(tracks) == 1:
+            only = tracks[0]
+            return only if only.state in _IN_FLIGHT or only.state in _DELIVERING else None
+        message = record.message
+        for states in (_BEGUN, _DELIVERING, _WAITING):
+            for track in tracks:
+                if track.state in states and (
+                    track.sub.accepts is None or track.sub.accepts(message)
+                ):
+                    return track
+        return None
 
     def _step(
         self,
@@ -595,6 +648,8 @@ class MLinkSession:
             events.append(SubscriptionFailed(label, detail))
         elif action in (SubAction.BEGIN, SubAction.BEGIN_AND_RECORD, SubAction.BEGIN_AND_COMPLETE):
             track.snapshot_records = 0
+            if action is not SubAction.BEGIN_AND_RECORD:
+                track.snapshot_stamp = ""
             events.append(SnapshotBegin(label))
             if action is SubAction.BEGIN_AND_RECORD and record is not None:
                 track.snapshot_records += 1
@@ -614,6 +669,10 @@ class MLinkSession:
             events.append(SubscriptionEnded(label, state, detail))
 
     def _complete(self, track: _SubTrack, cp: CheckPoint | None, events: list[Event]) -> None:
+        track.highwater_stamp = max(track.highwater_stamp, track.snapshot_stamp)
+        track.snapshot_stamp = ""
+        if cp is not None and cp.highwater_ts is not None:
+            track.highwater_ts = max(track.highwater_ts or 0, cp.highwater_ts)
         if track.sub.one_shot:
             track.state = SubState.DONE
         events.append(

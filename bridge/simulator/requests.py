@@ -16,7 +16,7 @@ from bridge.errors import KeyFormatError
 from bridge.mlink.catalog import Catalog, MessageSpec
 from bridge.mlink.keys import TickerKey, security_key
 from bridge.mlink.messages import QueryType
-from bridge.simulator.where import WhereError, compile_view, compile_where
+from bridge.mlink.where import WhereError, compile_view, compile_where
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 View = Callable[[Mapping[str, Any]], dict[str, Any]]
@@ -63,6 +63,8 @@ class SimSubscription:
     sent_messages: int = 0
     sent_bytes: int = 0
     sent_highwater: int = 0
+    sent_keys: set[tuple[str, str]] = field(default_factory=set)  # keys this client holds
+    resuming: bool = False  # while a highwaterTs snapshot is built: deletes since then go out
 
     def rule_for(self, msg_name: str, key: str, message: Mapping[str, Any]) -> TypeRule | None:
         rule = self.rules.get(msg_name)
@@ -88,7 +90,11 @@ def _rule(
     catalog: Catalog, served: set[str], name: Any, where: Any = None, view: Any = None
 ) -> TypeRule:
     if not isinstance(name, str) or not name:
-        raise RequestError("msgName missing")
+        raise RequestError("msgName missing or not a string")
+    if where is not None and not isinstance(where, str):
+        raise RequestError("where must be a string")
+    if view is not None and not isinstance(view, str):
+        raise RequestError("view must be a string")
     spec = catalog.get(name)
     if spec is None or spec.name not in served:
         raise RequestError(f"unknown or unavailable msgName {name!r}")
@@ -120,18 +126,25 @@ def subscribe_request(
     message: Mapping[str, Any],
     current: SimSubscription | None,
 ) -> tuple[SimSubscription, dict[str, set[str]]]:
-    """Apply an MLinkSubscribe to the connection's key subscription; returns it and the new keys."""
+    """Apply an MLinkSubscribe to the connection's key subscription; returns it and the new keys.
+
+    All or nothing: the changes are worked out on copies and applied only if the whole request
+    is valid, so a refused request leaves the subscription as it was.
+    """
     reset = str(message.get("doReset", "No")).lower() in ("yes", "true", "1")
-    sub = current if current is not None and not reset else None
-    if sub is None:
-        sub = SimSubscription(label="MLinkSubscribe", channel="stream", rules={})
-    sub.active_latency = _int(message.get("activeLatency"), "activeLatency", sub.active_latency)
+    base = current if current is not None and not reset else None
+    rules = {
+        name: TypeRule(r.spec, r.where, r.view, set(r.keys) if r.keys is not None else None)
+        for name, r in (base.rules.items() if base is not None else ())
+    }
+    latency = _int(
+        message.get("activeLatency"), "activeLatency", base.active_latency if base else -1
+    )
+    echo = base.msg_name_echo if base is not None else ""
     added: dict[str, set[str]] = {}
     for entry in _entries(message.get("Subscribe"), "Subscribe"):
-        rule = sub.rules.get(str(entry.get("msgName", "")))
-        if rule is None:
-            rule = _rule(catalog, served, entry.get("msgName"))
-            rule = sub.rules.setdefault(rule.spec.name, rule)
+        new_rule = _rule(catalog, served, entry.get("msgName"))
+        rule = rules.setdefault(new_rule.spec.name, new_rule)
         key = entry.get("msgPKey")
         if not isinstance(key, str) or not key:
             raise RequestError("Subscribe entry without msgPKey")
@@ -139,20 +152,27 @@ def subscribe_request(
             rule.keys = set()
         rule.keys.add(key)
         added.setdefault(rule.spec.name, set()).add(key)
-        sub.msg_name_echo = sub.msg_name_echo or str(entry.get("msgName"))
+        echo = echo or str(entry.get("msgName"))
     for entry in _entries(message.get("Unsubscribe"), "Unsubscribe"):
         spec = catalog.get(str(entry.get("msgName", "")))
-        found = sub.rules.get(spec.name) if spec else None
+        found = rules.get(spec.name) if spec else None
         if found is not None and found.keys is not None:
             found.keys.discard(str(entry.get("msgPKey")))
     for entry in _entries(message.get("View"), "View"):
         spec = catalog.get(str(entry.get("msgName", "")))
-        found = sub.rules.get(spec.name) if spec else None
-        if found is not None and entry.get("view"):
+        found = rules.get(spec.name) if spec else None
+        view = entry.get("view")
+        if found is not None and view:
+            if not isinstance(view, str):
+                raise RequestError("View entries need a view string")
             try:
-                found.view = compile_view(str(entry["view"]), found.spec)
+                found.view = compile_view(view, found.spec)
             except WhereError as exc:
                 raise RequestError(str(exc)) from None
+    sub = base or SimSubscription(label="MLinkSubscribe", channel="stream", rules={})
+    sub.rules = rules
+    sub.active_latency = latency
+    sub.msg_name_echo = echo
     return sub, added
 
 

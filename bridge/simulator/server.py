@@ -159,6 +159,7 @@ class SimConnection:
         self.form = form
         self.fixed_form = form is not None
         self.authenticated = False
+        self.told_waiting = False
         self.closing = False
         self.deferred_admin: tuple[str, str] | None = None
         self.subs: dict[str, SimSubscription] = {}
@@ -172,11 +173,11 @@ class SimConnection:
         self.label_counter = itertools.count(1)
 
     def enqueue(self, items: list[Outgoing]) -> None:
-        """Queue control messages and snapshots in order, after every pending live update."""
-        for sub in self.subs.values():
-            if sub.pending:
-                self.fifo.extend((sub, obj) for obj in sub.pending.values())
-                sub.pending.clear()
+        """Queue control messages and snapshots, in order, ahead of live updates.
+
+        Live updates may wait (activeLatency windows, SignalReady) without harm: they are
+        serialized when they leave, so whatever goes first, each key's newest state goes last.
+        """
         self.fifo.extend(items)
         self.wake.set()
 
@@ -321,14 +322,17 @@ class Simulator:
             ok = self._authenticate(token)
             conn.deferred_admin = ("LoggedOn", "") if ok else ("AuthError", "invalid API key")
             conn.authenticated = ok
+        else:
+            # No credentials in the handshake: MLink's first word is that it waits for a logon,
+            # unless the client's first message is that logon.
+            conn.deferred_admin = ("WaitingForLogon", "")
         self._connections.add(conn)
         writer = asyncio.create_task(self._writer(conn), name=f"simulator-writer-{conn.id}")
         grace: asyncio.Task[None] | None = None
-        if conn.deferred_admin is not None:
-            if conn.fixed_form:
-                self._send_admin(conn, *conn.deferred_admin)
-            else:
-                grace = asyncio.create_task(self._admin_grace(conn))
+        if conn.fixed_form:
+            self._send_admin(conn, *conn.deferred_admin)
+        else:
+            grace = asyncio.create_task(self._admin_grace(conn))
         try:
             async for payload in ws:
                 if conn.stalled:
@@ -356,16 +360,25 @@ class Simulator:
         data = payload.encode() if isinstance(payload, str) else payload
         if conn.form is None:
             conn.form = WireForm.FRAMED if is_framed(data) else WireForm.JSON
-            if conn.deferred_admin is not None:
-                self._send_admin(conn, *conn.deferred_admin)
+            admin = conn.deferred_admin
+            if admin is not None and not (admin[0] == "WaitingForLogon" and b"MLinkLogon" in data):
+                self._send_admin(conn, *admin)
+            conn.deferred_admin = None
         if conn.closing:
             return
         try:
-            for frame in iter_messages(data, max_message=self.config.max_message):
+            frames = list(iter_messages(data, max_message=self.config.max_message))
+        except BridgeError as exc:
+            log.warning("connection %d: unreadable client payload: %s", conn.id, exc)
+            return
+        for frame in frames:
+            try:
                 doc = decode_json(frame.body)
                 self._on_request(conn, doc["header"], doc["message"])
-        except BridgeError as exc:
-            log.warning("connection %d: unreadable client message: %s", conn.id, exc)
+            except BridgeError as exc:
+                log.warning("connection %d: unreadable client message: %s", conn.id, exc)
+            except Exception:  # a simulator bug must not take the connection down
+                log.exception("connection %d: failed to handle a client message", conn.id)
 
     def _on_request(
         self, conn: SimConnection, header: Mapping[str, Any], message: Mapping[str, Any]
@@ -380,7 +393,7 @@ class Simulator:
             self._send_admin(conn, *(("LoggedOn", "") if ok else ("AuthError", "logon refused")))
             return
         if not conn.authenticated:
-            self._send_admin(conn, "WaitingLogon", "send MLinkLogon first")
+            self._send_admin(conn, "WaitingForLogon", "send MLinkLogon first")
             return
         if mtyp == "MLinkStream":
             self._on_stream(conn, message)
@@ -435,10 +448,10 @@ class Simulator:
             if label and sub.label != label:
                 continue
             if full:
-                sub.pending.clear()
+                # Everything current again. Pending updates stay: deletes among them must still
+                # go out, and the rest re-send the same newest state, which is harmless.
                 conn.enqueue(self._snapshot(conn, sub))
-            else:
-                sub.signalled = True
+            sub.signalled = True
         conn.wake.set()
 
     # -- snapshot then live ---------------------------------------------------------------------
@@ -469,7 +482,16 @@ class Simulator:
         if sub.channel == "stream":
             out.append(self._progress(sub, "Active", numMessagesSent=len(records)))
         elapsed = round(time.perf_counter() - started, 7)
-        out.append(self._progress(sub, "Complete", queryElapsed=elapsed, flushElapsed=0.0))
+        out.append(
+            self._progress(
+                sub,
+                "Complete",
+                waitElapsed=-elapsed,
+                queryElapsed=elapsed,
+                tryFwdElapsed=0.0,
+                flushElapsed=0.0,
+            )
+        )
         sub.live = not sub.one_shot
         sub.last_flush = time.monotonic()
         if sub.live:
@@ -503,11 +525,28 @@ class Simulator:
         sub: SimSubscription,
         only_keys: Mapping[str, set[str]] | None = None,
     ) -> list[Outgoing]:
-        out: list[Outgoing] = []
         # Resuming after highwaterTs includes the deletes since then; a full snapshot does not.
         with_deletes = sub.highwater_ts > 0
+        sub.resuming = with_deletes
+        try:
+            return self._snapshot_records(conn, sub, with_deletes, only_keys)
+        finally:
+            sub.resuming = False
+
+    def _snapshot_records(
+        self,
+        conn: SimConnection,
+        sub: SimSubscription,
+        with_deletes: bool,
+        only_keys: Mapping[str, set[str]] | None,
+    ) -> list[Outgoing]:
+        out: list[Outgoing] = []
         for name in sub.rules:
-            for obj in self.market.objects(name, include_deleted=with_deletes):
+            # Oldest first, so that a client resuming from the newest time it saw misses nothing.
+            objects = sorted(
+                self.market.objects(name, include_deleted=with_deletes), key=lambda o: o.src_ns
+            )
+            for obj in objects:
                 if only_keys is not None and obj.key not in only_keys.get(name, ()):
                     continue
                 if obj.src_ns <= sub.highwater_ts:
@@ -540,8 +579,13 @@ class Simulator:
         return Outgoing(orjson.dumps(doc), self.catalog.number_of(mtyp))
 
     def _send_admin(self, conn: SimConnection, state: str, detail: str) -> None:
-        if conn.deferred_admin is not None and (state, detail) == conn.deferred_admin:
-            conn.deferred_admin = None
+        conn.deferred_admin = None
+        if state == "WaitingForLogon":
+            if conn.told_waiting:
+                return  # said once; requests before the logon are dropped quietly after that
+            conn.told_waiting = True
+        elif state == "LoggedOn":
+            conn.told_waiting = False
         body: dict[str, Any] = {"state": state}
         if detail:
             body["detail"] = detail
@@ -566,11 +610,20 @@ class Simulator:
         if rule is None:
             return None
         message = obj.message
-        if (rule.keys is not None or rule.where is not None or sub.key_filter is not None) and (
+        ident = (name, obj.key)
+        if obj.deleted:
+            # A delete carries only the key, so filters on other fields cannot judge it: it
+            # goes to every subscription that was sent the key.
+            if ident not in sub.sent_keys and not sub.resuming:
+                return None
+            sub.sent_keys.discard(ident)
+        elif (rule.keys is not None or rule.where is not None or sub.key_filter is not None) and (
             not rule.matches(obj.key, message)
             or (sub.key_filter is not None and not sub.key_filter(message))
         ):
             return None
+        else:
+            sub.sent_keys.add(ident)
         prefix = self._prefixes.get(name)
         if prefix is None:
             # Everything in the header but the sequence number and times is constant per type.
@@ -665,7 +718,9 @@ class Simulator:
             for sub in subs:
                 # Conflation: a key waits at most once; it is serialized when it goes out. The
                 # writer sleeps while nothing is pending, so the first pending key wakes it.
+                # Each key moves to the back when it changes, so updates go out in time order.
                 woke = woke or not sub.pending
+                sub.pending.pop(ident, None)
                 sub.pending[ident] = obj
             if woke:
                 conn.wake.set()
@@ -719,61 +774,78 @@ class Simulator:
                         await conn.wake.wait()
         except ConnectionClosed:
             return
+        except Exception:  # a writer that died silently would leave a mute open socket
+            log.exception("connection %d: writer failed; closing with 1011", conn.id)
+            with contextlib.suppress(Exception):
+                await conn.ws.close(1011, "simulator error")
 
     async def _send(self, conn: SimConnection, batch: list[Outgoing | Pending]) -> None:
+        """Send a batch; the truth log gets exactly the records whose send completed."""
         framed = conn.form is WireForm.FRAMED
         chunk: list[bytes] = []
         chunk_size = 0
-        truth: list[bytes] = []
+        truth: list[bytes] = []  # sent
+        unsent_truth: list[bytes] = []  # in the current framed chunk
         logging_truth = self._truth is not None
 
         async def flush() -> None:
-            nonlocal chunk, chunk_size
+            nonlocal chunk, chunk_size, unsent_truth
             if chunk:
                 await conn.ws.send(b"".join(chunk))
                 chunk, chunk_size = [], 0
+                truth.extend(unsent_truth)
+                unsent_truth = []
 
         encoded = self._stamp(self._clock())
         injecting = self._injecting
         faulty = conn.faulty
-        for entry in batch:
-            if isinstance(entry, Outgoing):
-                item: Outgoing | None = entry
-            else:
-                item = self._data_out(conn, entry[0], entry[1], encoded)
-            if item is None:
-                continue
-            sends = [(item.body, item.number, item.truth)]
-            if injecting and item.data:
-                sends[:0] = self._injected(conn, item)
-            for body, number, meta in sends:
-                if framed:
-                    frame = encode_frame(body, number)
-                    chunk.append(frame)
-                    chunk_size += len(frame)
-                    if chunk_size >= self.config.batch_bytes:
-                        await flush()
+        try:
+            for entry in batch:
+                if isinstance(entry, Outgoing):
+                    item: Outgoing | None = entry
                 else:
-                    await conn.ws.send(body)
-                if logging_truth and meta is not None:
-                    truth.append(truth_line(meta, None if "fault" in meta else body))
-            if item.data:
-                conn.data_sent += 1
-                if faulty and await self._connection_fault(conn, flush, truth):
-                    return
-        await flush()
-        if self._truth is not None and truth:
-            self._truth.write(truth)
+                    item = self._data_out(conn, entry[0], entry[1], encoded)
+                if item is None:
+                    continue
+                sends = [(item.body, item.number, item.truth)]
+                if injecting and item.data:
+                    sends[:0] = self._injected(conn, item, framed)
+                for body, number, meta in sends:
+                    line = None
+                    if logging_truth and meta is not None:
+                        line = truth_line(meta, None if "fault" in meta else body)
+                    if framed:
+                        frame = encode_frame(body, number)
+                        chunk.append(frame)
+                        chunk_size += len(frame)
+                        if line is not None:
+                            unsent_truth.append(line)
+                        if chunk_size >= self.config.batch_bytes:
+                            await flush()
+                    else:
+                        await conn.ws.send(body)
+                        if line is not None:
+                            truth.append(line)
+                if item.data:
+                    conn.data_sent += 1
+                    if faulty and await self._connection_fault(conn, flush, truth):
+                        return
+            await flush()
+        finally:
+            if self._truth is not None and truth:
+                self._truth.write(truth)
+                truth.clear()
 
     def _injected(
-        self, conn: SimConnection, item: Outgoing
+        self, conn: SimConnection, item: Outgoing, framed: bool
     ) -> list[tuple[bytes, int, dict[str, Any]]]:
         faults = self.config.faults
         out: list[tuple[bytes, int, dict[str, Any]]] = []
         meta = item.truth or {}
         base = {"conn": conn.id, "msg": meta.get("msg"), "key": meta.get("key")}
-        # Oversized frames must still fit the six-digit length of a framed header.
-        pad = min(faults.oversize_bytes, 999_000)
+        # A framed message must still fit the six-digit length of its header.
+        room = 999_999 - len(item.body) - 32 if framed else faults.oversize_bytes
+        pad = max(0, min(faults.oversize_bytes, room))
         rng = self._rng
         if faults.malformed_rate and rng.random() < faults.malformed_rate:
             out.append(

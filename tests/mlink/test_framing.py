@@ -140,3 +140,20 @@ def test_arbitrary_bytes_never_crash(blob: bytes) -> None:
             assert frame.kind in ("J", "P")
     except (TruncatedFrame, GarbledFrame, OversizedFrame):
         pass
+
+
+def test_plain_json_tolerates_crlf_like_the_sample_client() -> None:
+    payload = b'\r\n{"a":1}\r\n{"b":2}\r\n'
+    assert [f.body for f in iter_messages(payload)] == [b'{"a":1}', b'{"b":2}']
+
+
+def test_framed_endpoint_is_strict_about_headers() -> None:
+    with pytest.raises(GarbledFrame):
+        list(iter_messages(b"\r\nJ03000 00002{}", framed=True))
+    # On a plain endpoint the same bytes are just text that is not a frame.
+    assert [f.body for f in iter_messages(b"\r\nJ03000 00002{}")] == [b"J03000 00002{}"]
+
+
+def test_twenty_thousand_frames_in_one_payload() -> None:
+    payload = encode_frame(b"{}") * 20_000
+    assert sum(1 for _ in iter_frames(payload)) == 20_000

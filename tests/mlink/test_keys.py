@@ -167,3 +167,43 @@ def test_ticker_round_trip(key: TickerKey) -> None:
 @given(st.builds(ExpiryKey, code, code, symbol, date))
 def test_expiry_round_trip(key: ExpiryKey) -> None:
     assert ExpiryKey.parse(key.canonical()) == key
+
+
+@pytest.mark.parametrize(
+    ("type_name", "obj"),
+    [
+        ("ExpiryKey", {"at": "EQT", "ts": "NMS", "tk": "A", "dt": "2024-9-20"}),
+        ("TickerKey", {"at": "E-QT", "ts": "NMS", "tk": "A"}),
+        ("TickerKey", {"at": "EQT", "ts": "NMS", "tk": "A\nB"}),
+        (
+            "OptionKey",
+            {
+                "at": "EQT",
+                "ts": "NMS",
+                "tk": "A",
+                "dt": "2024-01-19",
+                "xx": float("nan"),
+                "cp": "Call",
+            },
+        ),
+        (
+            "OptionKey",
+            {
+                "at": "EQT",
+                "ts": "NMS",
+                "tk": "A",
+                "dt": "2024-01-19",
+                "xx": float("inf"),
+                "cp": "Put",
+            },
+        ),
+    ],
+)
+def test_keys_that_could_not_parse_back_are_refused(type_name: str, obj: object) -> None:
+    with pytest.raises(KeyFormatError):
+        security_key(type_name, obj)
+
+
+def test_trailing_newline_is_not_a_key() -> None:
+    with pytest.raises(KeyFormatError):
+        parse_security_key("TickerKey", "AAPL-NMS-EQT\n")

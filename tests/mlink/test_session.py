@@ -29,6 +29,7 @@ from bridge.mlink.session import (
     ServerClosing,
     SnapshotBegin,
     SnapshotComplete,
+    SubAction,
     SubInput,
     SubscriptionAcked,
     SubscriptionEnded,
@@ -332,7 +333,9 @@ def test_deleted_record_is_flagged() -> None:
     ],
 )
 def test_bad_input_becomes_a_protocol_violation(payload: bytes, error: type[Exception]) -> None:
-    session = MLinkSession([stream()])
+    session = MLinkSession(
+        [stream()], form=WireForm.FRAMED if error is GarbledFrame else WireForm.JSON
+    )
     session.connected()
     (event,) = session.receive(payload)
     assert isinstance(event, ProtocolViolation)
@@ -400,11 +403,26 @@ INPUT_MESSAGES: dict[SubInput, bytes] = {
 }
 
 
+ACTION_EVENTS: dict[SubAction, list[type]] = {
+    SubAction.NONE: [],
+    SubAction.ACKED: [SubscriptionAcked],
+    SubAction.FAILED: [SubscriptionFailed],
+    SubAction.BEGIN: [SnapshotBegin],
+    SubAction.BEGIN_AND_RECORD: [SnapshotBegin, Record],
+    SubAction.SNAPSHOT_RECORD: [Record],
+    SubAction.LIVE_RECORD: [Record],
+    SubAction.COMPLETE: [SnapshotComplete],
+    SubAction.BEGIN_AND_COMPLETE: [SnapshotBegin, SnapshotComplete],
+    SubAction.ENDED: [SubscriptionEnded],
+}
+
+
 @pytest.mark.parametrize(("row", "outcome"), list(SUBSCRIPTION_TABLE.items()), ids=str)
 def test_subscription_table_row(
-    row: tuple[SubState, SubInput], outcome: tuple[SubState, object]
+    row: tuple[SubState, SubInput], outcome: tuple[SubState, SubAction]
 ) -> None:
     state, sub_input = row
+    expected_events = ACTION_EVENTS[outcome[1]]
     if state is SubState.UNSENT:  # logon auth: subscriptions wait for LoggedOn
         session = MLinkSession([stream()], logon=MLinkLogon(api_key="k"), header_auth=False)
         session.connected()
@@ -415,14 +433,15 @@ def test_subscription_table_row(
         session.connected()
         feed(session, admin("LoggedOn"), response("q1", "Complete"))
         assert session.sub_state("q1") is SubState.DONE
-        feed(session, INPUT_MESSAGES[sub_input])
+        events = feed(session, INPUT_MESSAGES[sub_input])
+        assert [type(e) for e in events] == expected_events
     else:
         session = MLinkSession([stream()])
         session.connected()
         feed(session, admin("LoggedOn"), *STATE_RECIPES[state])
         assert session.sub_state("q1") is state
         events = feed(session, INPUT_MESSAGES[sub_input])
-        assert not any(isinstance(e, ProtocolViolation) for e in events)
+        assert [type(e) for e in events] == expected_events
     assert session.sub_state("q1") is outcome[0]
 
 
@@ -455,3 +474,97 @@ def test_connection_table_row(
     }
     inputs[admin_input]()
     assert session.conn_state is outcome[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Several subscriptions of one message type, resumption marks, and odd servers
+
+
+def where_tk(tk: str) -> Any:
+    return lambda message: message.get("pkey", {}).get("ticker", {}).get("tk") == tk
+
+
+def book(tk: str, stamp: str = "2023-11-09 15:26:29.699590") -> bytes:
+    body = {"pkey": {"ticker": {"at": "EQT", "ts": "NMS", "tk": tk}}, "bidPrice1": 1.0}
+    return msg("StockBookQuote", body, sTim=stamp)
+
+
+def test_same_type_subscriptions_are_told_apart_by_their_filters() -> None:
+    subs = [
+        Sub(
+            "amzn",
+            MLinkStream("amzn", "StockBookQuote", where="ticker.tk:eq:AMZN"),
+            where_tk("AMZN"),
+        ),
+        Sub(
+            "aapl",
+            MLinkStream("aapl", "StockBookQuote", where="ticker.tk:eq:AAPL"),
+            where_tk("AAPL"),
+        ),
+    ]
+    session = MLinkSession(subs)
+    session.connected()
+    feed(
+        session, admin("LoggedOn"), ack(), checkpoint("Begin"), book("AMZN"), checkpoint("Complete")
+    )
+    # A live AMZN update arrives before the AAPL ack: it is AMZN's, not the start of AAPL's
+    # snapshot; AAPL's own records still go to AAPL's snapshot.
+    events = feed(
+        session,
+        book("AMZN"),
+        ack(),
+        checkpoint("Begin"),
+        book("AMZN"),
+        book("AAPL"),
+        checkpoint("Complete"),
+    )
+    records = [(e.label, e.snapshot) for e in events if isinstance(e, Record)]
+    assert records == [("amzn", False), ("amzn", False), ("aapl", True)]
+    assert not any(isinstance(e, ProtocolViolation) for e in events)
+    complete = [e for e in events if isinstance(e, SnapshotComplete)]
+    assert complete == [SnapshotComplete("aapl", 1, None, None)]
+
+
+def test_highwater_is_only_offered_from_a_completed_snapshot() -> None:
+    session = MLinkSession([stream()])
+    session.connected()
+    feed(session, admin("LoggedOn"), ack(), checkpoint("Begin"))
+    feed(session, quote(stamp="2023-11-09 15:26:40.000000"), quote(stamp="2023-11-09 15:26:30.0"))
+    assert session.highwater_ts("q1") is None  # mid-snapshot: resuming would skip records
+    feed(session, checkpoint("Complete"))
+    assert session.highwater_ts("q1") == parse_stamp("2023-11-09 15:26:40.000000")
+    feed(session, quote(stamp="2023-11-09 15:26:50.000000"))
+    assert session.highwater_ts("q1") == parse_stamp("2023-11-09 15:26:50.000000")
+
+
+def test_waiting_logon_sends_one_logon_and_resubscribes_after_logged_on() -> None:
+    session = MLinkSession([stream("a"), stream("b", "stockprint")], logon=MLinkLogon(api_key="k"))
+    session.connected()
+    assert len(sent(session)) == 2  # header auth: both requests went out at once
+    feed(session, admin("WaitingForLogon"), admin("WaitingForLogon"))
+    (logon,) = sent(session)
+    assert logon["header"]["mTyp"] == "MLinkLogon"
+    assert session.sub_state("a") is SubState.UNSENT
+    feed(session, admin("LoggedOn"))
+    assert [r["message"]["queryLabel"] for r in sent(session)] == ["a", "b"]
+    assert session.sub_state("b") is SubState.PENDING
+
+
+def test_labels_that_are_not_strings_do_not_break_the_session() -> None:
+    session = MLinkSession([query("q1")])
+    session.connected()
+    events = feed(
+        session,
+        admin("LoggedOn"),
+        msg("MLinkResponse", {"queryLabel": ["q1"], "state": "Begin"}),
+        msg("MLinkStreamAck", {"queryLabel": {"x": 1}, "msgName": "x", "result": "OK"}),
+    )
+    assert session.sub_state("q1") is SubState.SNAPSHOT  # matched by order instead
+    assert isinstance(events[-1], ProtocolViolation)  # an ack nothing waits for
+
+
+def test_phase_is_failed_when_every_subscription_was_refused() -> None:
+    session = MLinkSession([stream()])
+    session.connected()
+    feed(session, admin("LoggedOn"), ack(result="Error"))
+    assert session.phase is Phase.FAILED

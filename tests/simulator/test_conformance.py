@@ -377,7 +377,10 @@ async def test_requests_before_logon_get_waiting_logon(sim: Simulator) -> None:
         msg = {"header": {"mTyp": "MLinkStream"}, "message": {"msgName": "StockPrint"}}
         await websocket.send(json.dumps(msg))
         (admin,) = await recv_plain(websocket)
-    assert admin["message"]["state"] == "WaitingLogon"
+        await websocket.send(json.dumps(msg))  # still not logged on: dropped, not answered again
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(websocket.recv(), 0.5)
+    assert admin["message"]["state"] == "WaitingForLogon"  # the seeds' spelling
 
 
 async def test_unknown_path_is_refused(sim: Simulator) -> None:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.mlink.catalog import MessageSpec, default_catalog
-from bridge.simulator.where import OPS, WhereError, compile_view, compile_where
+from bridge.mlink.where import OPS, WhereError, compile_view, compile_where
 
 CAT = default_catalog()
 
