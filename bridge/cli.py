@@ -50,11 +50,17 @@ def _simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument("--rate", type=float, default=200.0, help="live updates per second")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--types", default=",".join(DEFAULT_TYPES), help="message types to serve")
-    p.add_argument("--tickers", type=int, default=12)
-    p.add_argument("--expiries", type=int, default=2)
-    p.add_argument("--strikes", type=int, default=4)
-    p.add_argument("--delete-rate", type=float, default=0.002)
+    p.add_argument(
+        "--types",
+        type=_served_types,
+        default="all",
+        help="message types to serve: 'all' (every catalog type), 'default' "
+        f"({', '.join(DEFAULT_TYPES)}), or a comma-separated list",
+    )
+    p.add_argument("--tickers", type=_positive_int, default=12)
+    p.add_argument("--expiries", type=_positive_int, default=2)
+    p.add_argument("--strikes", type=_positive_int, default=4)
+    p.add_argument("--delete-rate", type=_probability, default=0.002)
     p.add_argument(
         "--truth", type=Path, help="write every data record sent to this JSON-lines file"
     )
@@ -65,11 +71,40 @@ def _simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     f.add_argument("--stall-after", type=int, help="stop sending and answering pings after N")
     f.add_argument("--fault-connections", type=int, default=1, help="connections hit (default 1)")
     f.add_argument("--reject-logons", type=int, default=0, help="fail the first N logons")
-    f.add_argument("--malformed-rate", type=float, default=0.0)
-    f.add_argument("--nan-rate", type=float, default=0.0)
-    f.add_argument("--oversized-rate", type=float, default=0.0)
-    f.add_argument("--unknown-type-rate", type=float, default=0.0)
+    f.add_argument("--malformed-rate", type=_probability, default=0.0)
+    f.add_argument("--nan-rate", type=_probability, default=0.0)
+    f.add_argument("--oversized-rate", type=_probability, default=0.0)
+    f.add_argument("--unknown-type-rate", type=_probability, default=0.0)
     f.add_argument("--oversize-bytes", type=int, default=900_000)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
+    return value
+
+
+def _served_types(text: str) -> tuple[str, ...]:
+    catalog = default_catalog()
+    if text == "all":
+        return tuple(catalog.names())
+    if text == "default":
+        return DEFAULT_TYPES
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in catalog]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown message types {unknown}; known: {', '.join(catalog.names())}"
+        )
+    return tuple(names)
 
 
 def _simulator_config(args: argparse.Namespace) -> SimulatorConfig:
@@ -79,7 +114,7 @@ def _simulator_config(args: argparse.Namespace) -> SimulatorConfig:
         api_keys=tuple(args.api_keys or ["demo-key"]),
         rate=args.rate,
         seed=args.seed,
-        msg_names=tuple(t.strip() for t in args.types.split(",") if t.strip()),
+        msg_names=args.types,
         tickers=args.tickers,
         expiries=args.expiries,
         strikes=args.strikes,
@@ -179,7 +214,12 @@ async def _demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlink-bridge", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mlink-bridge {__version__}")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _simulate_parser(sub)
     demo = sub.add_parser("demo", help="the simulator and a live view of data flowing")

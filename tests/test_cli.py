@@ -107,3 +107,21 @@ def test_version_and_help() -> None:
     )
     assert bad.returncode == 2
     assert b"invalid choice" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["simulate", "--types", "Nope"],
+        ["simulate", "--tickers", "0"],
+        ["simulate", "--nan-rate", "2"],
+        ["--log-level", "chatty", "simulate"],
+    ],
+)
+def test_bad_flags_get_a_usage_error_not_a_traceback(argv: list[str]) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", *argv], capture_output=True, timeout=30, check=False
+    )
+    assert out.returncode == 2
+    assert b"Traceback" not in out.stderr
+    assert b"usage:" in out.stderr

@@ -237,6 +237,7 @@ class Simulator:
         self._producer: asyncio.Task[None] | None = None
         self._truth = TruthLog(self.config.truth) if self.config.truth else None
         self.updates = 0
+        self.dropped_updates = 0  # updates the configured rate asked for but time did not allow
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -286,6 +287,10 @@ class Simulator:
     @property
     def connection_count(self) -> int:
         return len(self._connections)
+
+    def live_subscriptions(self) -> list[str]:
+        """Labels of the subscriptions still sending updates, over all connections."""
+        return sorted(s.label for c in self._connections for s in c.subs.values() if s.live)
 
     # -- handshake and connection ---------------------------------------------------------------
 
@@ -678,11 +683,23 @@ class Simulator:
         loop = asyncio.get_running_loop()
         start = loop.time()
         made = 0
+        report_at, report_updates = start + 10.0, self.updates
         while True:
-            due = int((loop.time() - start) * rate) - made
+            now = loop.time()
+            due = int((now - start) * rate) - made
             if due > 2 * burst:  # behind: forget the backlog
                 made += due - burst
+                self.dropped_updates += due - burst
                 due = burst
+            if now >= report_at:
+                achieved = (self.updates - report_updates) / (now - report_at + 10.0)
+                if achieved < rate * 0.95 and self._connections:
+                    log.warning(
+                        "asked for %.0f updates/s, made %.0f/s: this process is at capacity",
+                        rate,
+                        achieved,
+                    )
+                report_at, report_updates = now + 10.0, self.updates
             if due > 0 and self._writers_busy():
                 await asyncio.sleep(0)
                 continue

@@ -235,3 +235,109 @@ async def test_bad_requests_get_an_error_ack(message: dict[str, Any], detail: st
     ack = got[1]["message"]
     assert ack["result"] == "Error"
     assert detail in ack["detail"]
+
+
+async def test_deletes_reach_subscribers_whose_filter_only_the_value_could_pass() -> None:
+    """A delete carries only the key; it goes to every client that was sent that key."""
+    async with Simulator(SimulatorConfig(rate=3000, tickers=4, delete_rate=0.2)) as sim:
+        async with websockets.connect(sim.url(), additional_headers=AUTH) as ws:
+            await ws.send(stream("StockBookQuote", where="bidPrice1:gt:1"))
+            got = data(await recv_all(ws, 400, timeout=5))
+    deletes = [m for m in got if m["header"].get("isDel")]
+    assert deletes
+    held: set[str] = set()
+    for m in got:  # every delete is for a key the client was holding
+        key = json.dumps(m["message"]["pkey"], sort_keys=True)
+        if m["header"].get("isDel"):
+            assert key in held
+            held.discard(key)
+        else:
+            held.add(key)
+
+
+async def test_truth_log_holds_exactly_what_went_out_when_the_peer_vanishes(
+    tmp_path: Path,
+) -> None:
+    truth = tmp_path / "truth.jsonl"
+    config = SimulatorConfig(rate=3000, truth=truth, faults=Faults(drop_after=250))
+    async with Simulator(config) as sim:
+        async with websockets.connect(sim.url("/mlink/jsonf"), additional_headers=AUTH) as ws:
+            await ws.send(stream("OptionNbboQuote"))
+            received: list[dict[str, Any]] = []
+            with pytest.raises(websockets.ConnectionClosedError):
+                for _ in range(10_000):
+                    payload = await asyncio.wait_for(ws.recv(), 5)
+                    assert isinstance(payload, bytes)
+                    received.extend(json.loads(f.body) for f in iter_frames(payload))
+    entries = [e for e in read_truth(truth) if e.conn == 1]
+    assert [e.message for e in entries] == [r["message"] for r in data(received)]
+    assert len(entries) == 250
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"msgName": "StockBookQuote", "where": ["not", "text"]},
+        {"msgName": "StockBookQuote", "view": {"bidPrice1": 1}},
+        {"msgName": 3000},
+    ],
+)
+async def test_requests_of_the_wrong_shape_get_an_error_ack_and_the_connection_lives(
+    message: dict[str, Any],
+) -> None:
+    async with Simulator(SimulatorConfig(rate=0, admin_grace=0.2)) as sim:
+        async with websockets.connect(sim.url(), additional_headers=AUTH) as ws:
+            await ws.send(json.dumps({"header": {"mTyp": "MLinkStream"}, "message": message}))
+            admin = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            ack = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            await ws.send(stream("StockPrint"))
+            after = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert admin["message"]["state"] == "LoggedOn"
+    assert ack["message"]["result"] == "Error"
+    assert after["message"] == {"msgName": "StockPrint", "result": "OK"}
+
+
+async def test_a_refused_subscribe_changes_nothing() -> None:
+    async with Simulator(SimulatorConfig(rate=2000, tickers=4)) as sim:
+        async with websockets.connect(sim.url(), additional_headers=AUTH) as ws:
+            ok = {
+                "activeLatency": 0,
+                "Subscribe": [{"msgName": "StockBookQuote", "msgPKey": "AAPL-NMS-EQT"}],
+            }
+            bad = {
+                "activeLatency": 0,
+                "Subscribe": [
+                    {"msgName": "StockBookQuote", "msgPKey": "MSFT-NMS-EQT"},
+                    {"msgName": "NoSuchType", "msgPKey": "X-NMS-EQT"},
+                ],
+            }
+            await ws.send(json.dumps({"header": {"mTyp": "MLinkSubscribe"}, "message": ok}))
+            await ws.send(json.dumps({"header": {"mTyp": "MLinkSubscribe"}, "message": bad}))
+            got = await recv_all(ws, 60, timeout=3)
+    acks = [m["message"]["result"] for m in got if m["header"]["mTyp"] == "MLinkSubscribeAck"]
+    assert acks == ["OK", "Error"]
+    tickers = {m["message"]["pkey"]["ticker"]["tk"] for m in data(got)}
+    assert tickers == {"AAPL"}
+
+
+async def test_control_messages_do_not_release_a_subscription_waiting_for_a_signal() -> None:
+    async with Simulator(SimulatorConfig(rate=2000, tickers=4)) as sim:
+        async with websockets.connect(sim.url(), additional_headers=AUTH) as ws:
+            await ws.send(stream("StockBookQuote", latency=-1))
+            assert len(data(await recv_all(ws, 4))) == 4
+            await asyncio.sleep(0.3)  # updates pile up, waiting for a signal
+            await ws.send(stream("TickerDefinition", latency=0))  # control traffic
+            got = await recv_all(ws, 10_000, timeout=1.0)
+    assert not [m for m in data(got) if m["header"]["mTyp"] == "StockBookQuote"]
+    assert [m for m in data(got) if m["header"]["mTyp"] == "TickerDefinition"]
+
+
+async def test_snapshot_goes_out_oldest_first() -> None:
+    async with Simulator(SimulatorConfig(rate=500, tickers=12)) as sim:
+        await asyncio.sleep(0.5)
+        async with websockets.connect(sim.url(), additional_headers=AUTH) as ws:
+            await ws.send(stream("OptionNbboQuote", latency=1000))
+            got = data(await recv_all(ws, 192, timeout=5))
+    stamps = [m["header"]["sTim"] for m in got]
+    assert len(stamps) == 192
+    assert stamps == sorted(stamps)
