@@ -229,6 +229,8 @@ PRODUCER_DEFAULTS: dict[str, str] = {
     "linger.ms": "5",
     "compression.type": "none",
     "message.timeout.ms": "0",  # never give up on a record: broker outages are waited out
+    # Topics are created compacted by the bridge; an auto-created one would not be.
+    "allow.auto.create.topics": "false",
 }
 
 
