@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bridge import __version__
-from bridge.errors import KeyFormatError
+from bridge.app import run_bridge
+from bridge.errors import ConfigError, KeyFormatError
 from bridge.io.connector import (
     ConnectionDown,
     Connector,
@@ -33,6 +34,7 @@ from bridge.mlink.session import (
     SnapshotComplete,
     SubscriptionFailed,
 )
+from bridge.settings import load_settings
 from bridge.simulator.market import DEFAULT_TYPES
 from bridge.simulator.server import Faults, Simulator, SimulatorConfig
 
@@ -211,6 +213,15 @@ async def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run() -> int:
+    try:
+        settings = load_settings()
+        return asyncio.run(run_bridge(settings))
+    except ConfigError as exc:
+        print(f"mlink-bridge: configuration problem:\n{exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlink-bridge", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mlink-bridge {__version__}")
@@ -222,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _simulate_parser(sub)
+    sub.add_parser("run", help="the connector: MLink -> Kafka, configured by the environment")
     demo = sub.add_parser("demo", help="the simulator and a live view of data flowing")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = never)")
     demo.add_argument("--rate", type=float, default=500.0, help="simulated updates per second")
@@ -235,4 +247,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_simulate(_simulator_config(args)))
     if args.command == "demo":
         return asyncio.run(_demo(args))
+    if args.command == "run":
+        return _run()
     return 2

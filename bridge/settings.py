@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 
+    # Every KAFKA_* variable as a librdkafka property (filled by load_settings).
+    kafka_properties: dict[str, str] = Field(default_factory=dict, repr=False)
+
     @field_validator("mlink_url")
     @classmethod
     def _websocket_url(cls, value: str) -> str:
@@ -255,8 +258,12 @@ def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate; one line per problem, naming the variable, never echoing a secret."""
     env = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {
+        k.lower(): v for k, v in env.items() if not k.upper().startswith("KAFKA_")
+    }
+    values["kafka_properties"] = librdkafka(env)
     try:
-        return Settings.model_validate({k.lower(): v for k, v in env.items()})
+        return Settings.model_validate(values)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

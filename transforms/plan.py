@@ -6,11 +6,11 @@ a `RecordPlan`. `RecordPlan.apply(message)` then turns one wire body into a `Nor
 - `key`: the canonical primary-key string (`bridge.mlink.keys.canonical_key`), never empty;
   a missing or malformed key raises KeyFormatError (the caller dead-letters the record).
 - `value`: the dict for the Avro encoder. `pkey` is the nested key record; DateTime text becomes
-  int ns since the epoch (UTC); JSON integers in float fields become floats; enums stay their
-  names (a number is turned into its name); fields MLink omitted, or sent as null, are left out
-  (the encoder writes their defaults). Only fields in the view, minus dropped ones, appear,
-  under their renamed names. Values of the wrong JSON type are passed on unchanged so that the
-  encoder refuses them with one clear error.
+  int ns since the epoch (UTC); JSON integers in float fields become floats; enums stay the
+  names MLink's JSON uses. Fields MLink omitted are left out and a JSON null is passed on: the
+  encoder writes the field's default for both. Only fields in the view, minus dropped ones,
+  appear, under their renamed names. A value of the wrong JSON type is passed on unchanged so
+  that the encoder refuses it with one clear error (SchemaMismatch) naming the field.
 - `src_ns`: the record's source time in ns (`srcTimestamp`, `prtTimestamp`, ...: the first
   `long` field whose name ends in `Timestamp`) when present, else None.
 - `unknown`: the wire fields the catalog does not know (name -> value), for schema evolution;
@@ -149,11 +149,6 @@ def compact_json(value: Any) -> str:
         raise TransformError(f"value cannot be stored as JSON text: {exc}") from None
 
 
-def _enum_names(spec: FieldSpec, catalog: Catalog) -> Mapping[int, str]:
-    enum = catalog.enums.get(spec.enum or "")
-    return dict(enum.names) if enum is not None else {}
-
-
 def _enum_default(spec: FieldSpec, catalog: Catalog) -> str:
     if spec.default:
         return spec.default
@@ -179,59 +174,32 @@ def field_default(spec: FieldSpec, catalog: Catalog) -> Any:
     raise TransformError(f"field {spec.name!r} has a type the bridge cannot map: {kind!r}")
 
 
-def _enum_converter(names: Mapping[int, str], flag: bool) -> Callable[[int], str]:
-    """An enum number -> its name; a flag number -> the names of its bits joined with `|`."""
-
-    def convert(number: int) -> str:
-        name = names.get(number)
-        if name is not None:
-            return name
-        if flag and number > 0:
-            bits = [names.get(1 << bit) for bit in range(number.bit_length()) if number >> bit & 1]
-            if all(bits):
-                return "|".join(b for b in bits if b)
-        return str(number)
-
-    return convert
-
-
 class _Group:
-    """Converts a repeated group's entries member by member (groups are rare: no codegen)."""
+    """Converts a repeated group's entries (groups are rare, so no code generation): floats
+    and DateTime text as in the top level, in copies of the entries."""
 
-    def __init__(
-        self, members: tuple[OutputField, ...], catalog: Catalog, parse: DateTimeParser
-    ) -> None:
+    def __init__(self, members: tuple[OutputField, ...], parse: DateTimeParser) -> None:
         self._parse = parse
-        self._members = [
-            (
-                m.source,
-                m.name,
-                m.spec.type,
-                _enum_converter(_enum_names(m.spec, catalog), m.spec.type == "flag"),
-            )
-            for m in members
-        ]
+        self._floats = tuple(m.source for m in members if m.spec.type in FLOAT_TYPES)
+        self._datetimes = tuple(m.source for m in members if m.spec.type == "DateTime")
 
     def __call__(self, entries: Any, path: str) -> Any:
-        if not isinstance(entries, list):
-            return entries  # the encoder refuses it with the field's name
+        if entries.__class__ is not list:
+            return entries  # the encoder refuses it, naming the field
         out: list[Any] = []
         for entry in entries:
-            if not isinstance(entry, dict):
-                out.append(entry)
+            if entry.__class__ is not dict:
+                out.append(entry)  # the encoder refuses it
                 continue
-            converted: dict[str, Any] = {}
-            for source, name, kind, enum in self._members:
-                value = entry.get(source)
-                if value is None:
-                    continue
-                if kind in FLOAT_TYPES and value.__class__ is int:
-                    value = float(value)
-                elif kind in ("enum", "flag") and value.__class__ is int:
-                    value = enum(value)
-                elif kind == "DateTime" and value.__class__ is str:
-                    value = _parse_datetime(self._parse, value, f"{path}.{source}")
-                converted[name] = value
+            converted = dict(entry)
+            for name in self._floats:
+                x = converted.get(name)
+                if x.__class__ is int:
+                    converted[name] = float(x)
+            for name in self._datetimes:
+                x = converted.get(name)
+                if x.__class__ is str:
+                    converted[name] = _parse_datetime(self._parse, x, f"{path}.{name}")
             out.append(converted)
         return out
 
@@ -266,28 +234,15 @@ def _unknown_of(known: frozenset[str]) -> Callable[[Mapping[str, Any]], Mapping[
     return unknown
 
 
-def _fix_floats(names: tuple[str, ...]) -> Callable[[dict[str, Any]], None]:
-    def fix(value: dict[str, Any]) -> None:
-        for name in names:
-            x = value.get(name)
-            if x.__class__ is int:
-                value[name] = float(x)
-
-    return fix
-
-
-def _fix_enums(converters: tuple[tuple[str, Callable[[int], str]], ...]) -> Callable[..., None]:
-    def fix(value: dict[str, Any]) -> None:
-        for name, convert in converters:
-            x = value.get(name)
-            if x.__class__ is int:
-                value[name] = convert(x)
-
-    return fix
-
-
 class RecordPlan:
-    """A compiled normalizer for one message type and one set of options. Immutable."""
+    """A compiled normalizer for one message type and one set of options. Immutable.
+
+    `apply(message) -> NormalizedRecord` normalizes one wire body (the `message` of a data
+    record; see the module docstring). It is the generated function itself, not a method that
+    calls it, to save a call per record; `source` holds its text.
+    """
+
+    apply: Callable[[Mapping[str, Any]], NormalizedRecord]
 
     def __init__(
         self,
@@ -296,6 +251,7 @@ class RecordPlan:
         catalog: Catalog,
         key_fields: tuple[OutputField, ...],
         output_fields: tuple[OutputField, ...],
+        *,
         ignored: frozenset[str] = frozenset(),
     ) -> None:
         self.spec = spec
@@ -308,17 +264,13 @@ class RecordPlan:
             (f.name for f in spec.fields if f.type == "long" and f.name.endswith("Timestamp")),
             None,
         )
+        # Top-level wire names the plan knows; key fields live inside pkey, so not among them.
         self.known = frozenset(
-            {"pkey", *(f.name for f in spec.fields), *(f.source for f in output_fields), *ignored}
+            {"pkey", *(f.name for f in spec.value_fields), *(f.source for f in output_fields)}
+            | ignored
         )
         self._key = compile_key(spec)
-        self.source, self._apply = self._compile()
-
-    # --- the hot path
-
-    def apply(self, message: Mapping[str, Any]) -> NormalizedRecord:
-        """Normalize one wire body (`message` of a data record). See the module docstring."""
-        return self._apply(message)
+        self.source, self.apply = self._compile()
 
     def key_of(self, message: Mapping[str, Any]) -> str:
         """Only the canonical key, e.g. for a deleted object's tombstone."""
@@ -351,9 +303,7 @@ class RecordPlan:
                 ignored.add(name)
                 continue
             taken.add(name)
-            added.append(
-                OutputField(name, name, FieldSpec(name, 0, kind), None, inferred=True)
-            )
+            added.append(OutputField(name, name, FieldSpec(name, 0, kind), None, inferred=True))
         if not added and ignored == self.ignored:
             return self
         return RecordPlan(
@@ -362,7 +312,7 @@ class RecordPlan:
             self.catalog,
             self.key_fields,
             self.output_fields + tuple(added),
-            frozenset(ignored),
+            ignored=frozenset(ignored),
         )
 
     # --- compilation
@@ -378,6 +328,7 @@ class RecordPlan:
             MISSING=_MISSING,
             UNKNOWN=_unknown_of(self.known),
             NR=NormalizedRecord,
+            NEW=tuple.__new__,  # builds the NamedTuple without its Python-level __new__
             TS=parse,
             DATETIME=_parse_datetime,
             JSON=compact_json,
@@ -391,7 +342,7 @@ class RecordPlan:
         if len(removed) <= len(outputs):
             # Most fields stay: copy the body in one go, then take out what does not belong.
             gen.emit(1, "v = dict(m)")
-            gen.emit(1, "if m.keys() <= KNOWN:")
+            gen.emit(1, "if KNOWN.issuperset(m):")
             gen.emit(2, "u = EMPTY")
             gen.emit(1, "else:")
             gen.emit(2, "u = UNKNOWN(m)")
@@ -401,35 +352,27 @@ class RecordPlan:
                 gen.emit(1, f"for n in {gen.constant('REMOVED', tuple(removed))}:")
                 gen.emit(2, "if n in v:")
                 gen.emit(3, "del v[n]")
-            for out in outputs:
-                if out.name != out.source:
-                    gen.emit(1, f"if {out.source!r} in v:")
-                    gen.emit(2, f"v[{out.name!r}] = v.pop({out.source!r})")
+            # Renames pop every source first, so that `a -> b, b -> c` cannot clobber `b`.
+            renamed = [out for out in outputs if out.name != out.source]
+            for i, out in enumerate(renamed):
+                gen.emit(1, f"r{i} = v.pop({out.source!r}, MISSING)")
+            for i, out in enumerate(renamed):
+                gen.emit(1, f"if r{i} is not MISSING:")
+                gen.emit(2, f"v[{out.name!r}] = r{i}")
         else:
             # A narrow view: pick the fields one by one.
-            gen.emit(1, "u = EMPTY if m.keys() <= KNOWN else UNKNOWN(m)")
+            gen.emit(1, "u = EMPTY if KNOWN.issuperset(m) else UNKNOWN(m)")
             gen.emit(1, "v = {'pkey': p}")
             for out in outputs:
                 gen.emit(1, f"x = m.get({out.source!r}, MISSING)")
                 gen.emit(1, "if x is not MISSING:")
                 gen.emit(2, f"v[{out.name!r}] = x")
-        self._emit_key_conversions(gen, parse)
-        floats = tuple(
-            f.name for f in outputs if f.spec.type in FLOAT_TYPES and not f.spec.is_group
-        )
-        if floats:
-            names = gen.constant("FLOATS", floats)
-            gen.emit(1, f"if int in map(type, map(v.get, {names})):")
-            gen.emit(2, f"{gen.constant('FIXFLOATS', _fix_floats(floats))}(v)")
-        enums = tuple(
-            (f.name, _enum_converter(_enum_names(f.spec, self.catalog), f.spec.type == "flag"))
-            for f in outputs
-            if f.spec.type in ("enum", "flag")
-        )
-        if enums:
-            names = gen.constant("ENUMS", tuple(n for n, _ in enums))
-            gen.emit(1, f"if int in map(type, map(v.get, {names})):")
-            gen.emit(2, f"{gen.constant('FIXENUMS', _fix_enums(enums))}(v)")
+        self._emit_key_conversions(gen)
+        for out in outputs:
+            if out.spec.type in FLOAT_TYPES:
+                gen.emit(1, f"x = v.get({out.name!r})")
+                gen.emit(1, "if x.__class__ is int:")
+                gen.emit(2, f"v[{out.name!r}] = float(x)")
         for out in outputs:
             kind = out.spec.type
             path = f"{name}.{out.source}"
@@ -438,7 +381,7 @@ class RecordPlan:
                 gen.emit(1, "if x.__class__ is str:")
                 gen.emit(2, f"v[{out.name!r}] = DATETIME(TS, x, {path!r})")
             elif kind == "group":
-                group = gen.constant("GROUP", _Group(out.members, self.catalog, parse))
+                group = gen.constant("GROUP", _Group(out.members, parse))
                 gen.emit(1, f"x = v.get({out.name!r})")
                 gen.emit(1, "if x is not None:")
                 gen.emit(2, f"v[{out.name!r}] = {group}(x, {path!r})")
@@ -447,37 +390,28 @@ class RecordPlan:
                 gen.emit(1, "if x is not None:")
                 gen.emit(2, f"v[{out.name!r}] = JSON(x)")
         if self.src_field is None:
-            gen.emit(1, "return NR(k, v, None, u)")
+            gen.emit(1, "return NEW(NR, (k, v, None, u))")
         else:
             gen.emit(1, f"s = m.get({self.src_field!r})")
-            gen.emit(1, "return NR(k, v, s if s.__class__ is int else None, u)")
+            gen.emit(1, "return NEW(NR, (k, v, s if s.__class__ is int else None, u))")
         source = "\n".join(gen.lines)
         exec(compile(source, f"<plan {name}>", "exec"), gen.namespace)
         apply: Callable[[Mapping[str, Any]], NormalizedRecord] = gen.namespace["apply"]
         return source, apply
 
-    def _emit_key_conversions(self, gen: _Codegen, parse: DateTimeParser) -> None:
-        """Key fields given as DateTime text or enum numbers: convert them in a copy of the
-        wire pkey (made only when something changes)."""
-        converting = [f for f in self.key_fields if f.spec.type in ("DateTime", "enum", "flag")]
+    def _emit_key_conversions(self, gen: _Codegen) -> None:
+        """DateTime key fields: converted in a copy of the wire pkey."""
+        converting = [f for f in self.key_fields if f.spec.type == "DateTime"]
         if not converting:
             return
         gen.emit(1, "q = p")
         for out in converting:
             path = f"{self.spec.name}.pkey.{out.source}"
             gen.emit(1, f"x = p.get({out.source!r})")
-            if out.spec.type == "DateTime":
-                gen.emit(1, "if x.__class__ is str:")
-                value = f"DATETIME(TS, x, {path!r})"
-            else:
-                convert = _enum_converter(
-                    _enum_names(out.spec, self.catalog), out.spec.type == "flag"
-                )
-                gen.emit(1, "if x.__class__ is int:")
-                value = f"{gen.constant('ENUM', convert)}(x)"
+            gen.emit(1, "if x.__class__ is str:")
             gen.emit(2, "if q is p:")
             gen.emit(3, "q = dict(p)")
-            gen.emit(2, f"q[{out.source!r}] = {value}")
+            gen.emit(2, f"q[{out.source!r}] = DATETIME(TS, x, {path!r})")
         gen.emit(1, "if q is not p:")
         gen.emit(2, "v['pkey'] = q")
 

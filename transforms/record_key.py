@@ -1,9 +1,12 @@
 """The Kafka key of a record, fast: `compile_key(spec)` -> function(pkey) -> canonical key string.
 
-The result is always exactly `bridge.mlink.keys.canonical_key(spec, pkey)`. The compiled function
-reads the common shapes (well-formed TickerKey/ExpiryKey/OptionKey structs, string and integer
-key fields) with plain lookups and hands anything unusual to `canonical_key`, which either
-returns the same string or raises KeyFormatError with its precise message.
+The result is always exactly `bridge.mlink.keys.canonical_key(spec, pkey)`, including its
+errors (KeyFormatError). canonical_key checks each part of a security key on its own (asset type
+and ticker source are codes, the symbol has no control characters, the date is YYYY-MM-DD, the
+strike is a finite number, call/put is known), so the compiled function remembers the parts it
+has already seen pass (a few hundred symbols, dates and strikes cover a whole stream) and joins
+them with plain lookups. Anything it has not seen yet goes through canonical_key, whose success
+adds the parts to what is remembered, and whose failure is the caller's error.
 """
 
 from __future__ import annotations
@@ -18,52 +21,74 @@ __all__ = ["KeyFunction", "compile_key"]
 
 KeyFunction = Callable[[Any], str]
 
-# Members of each key struct in canonical order (symbol first, as the canonical text reads).
-_STRUCT_PARTS = {
-    "TickerKey": ("tk", "ts", "at"),
+# Which remembered set vouches for each struct member; strike and call/put are handled apart.
+_MEMBER_SETS = {"at": "CODES", "ts": "CODES", "tk": "SYMBOLS", "dt": "DATES"}
+_STRUCT_MEMBERS = {
+    "TickerKey": ("tk", "ts", "at"),  # in the order the canonical text shows them
     "ExpiryKey": ("tk", "ts", "at", "dt"),
-    "OptionKey": ("tk", "ts", "at", "dt"),  # then strike and call/put, handled apart
+    "OptionKey": ("tk", "ts", "at", "dt"),
 }
-_MAX_STRIKES = 65_536
+_MAX_REMEMBERED = 65_536
 
 
-class _StrikeText:
-    """Strike -> canonical text, remembered: option chains repeat a few hundred strikes."""
+class _Accepted:
+    """Key parts canonical_key has accepted, per kind; bounded (emptied when full)."""
 
-    __slots__ = ("_cache",)
+    __slots__ = ("codes", "dates", "strikes", "symbols")
 
     def __init__(self) -> None:
-        self._cache: dict[float, str] = {}
+        self.codes: set[str] = set()
+        self.symbols: set[str] = set()
+        self.dates: set[str] = set()
+        self.strikes: dict[float, str] = {}
 
-    def __call__(self, strike: float) -> str:
-        text = self._cache.get(strike)
-        if text is None:
-            text = format_strike(strike)
-            if len(self._cache) >= _MAX_STRIKES:
-                self._cache.clear()
-            self._cache[strike] = text
-        return text
+    def learn(self, spec: MessageSpec, pkey: Any) -> str:
+        """canonical_key(spec, pkey), remembering the parts of a key it accepts."""
+        key = canonical_key(spec, pkey)
+        for field in spec.key_fields:
+            if not field.is_security_key:
+                continue
+            struct = pkey[field.name]
+            self._add(self.codes, struct["at"])
+            self._add(self.codes, struct["ts"])
+            self._add(self.symbols, struct["tk"])
+            if field.type != "TickerKey":
+                self._add(self.dates, struct["dt"])
+            if field.type == "OptionKey":
+                strike = struct.get("xx", 0)
+                if len(self.strikes) >= _MAX_REMEMBERED:
+                    self.strikes.clear()
+                self.strikes[strike] = format_strike(strike)
+        return key
+
+    @staticmethod
+    def _add(accepted: set[str], part: str) -> None:
+        if len(accepted) >= _MAX_REMEMBERED:
+            accepted.clear()
+        accepted.add(part)
 
 
 def _struct_lines(index: int, spec: FieldSpec, parts: list[str]) -> list[str]:
-    """Code that reads one security-key struct into local names, or falls back."""
+    """Code that reads one security-key struct, or falls back unless every part is known."""
     s = f"s{index}"
-    lines = [f"    {s} = p[{spec.name!r}]"]
-    for member in _STRUCT_PARTS[spec.type]:
+    lines = [f"s{index} = p[{spec.name!r}]"]
+    known = []
+    for member in _STRUCT_MEMBERS[spec.type]:
         name = f"{s}_{member}"
-        lines.append(f"    {name} = {s}[{member!r}]")
-        lines.append(f"    if {name}.__class__ is not str or not {name}:")
-        lines.append("        return SLOW(p)")
+        lines.append(f"{name} = {s}[{member!r}]")
+        known.append(f"{name} in {_MEMBER_SETS[member]}")
         parts.append("{" + name + "}")
     if spec.type == "OptionKey":
-        lines.append(f"    {s}_xx = {s}.get('xx', 0)")
-        lines.append(f"    if {s}_xx.__class__ is not float and {s}_xx.__class__ is not int:")
-        lines.append("        return SLOW(p)")
-        lines.append(f"    {s}_cp = CP.get({s}['cp'])")
-        lines.append(f"    if {s}_cp is None:")
-        lines.append("        return SLOW(p)")
-        parts.append("{STRIKE(" + s + "_xx)}")
-        parts.append("{" + s + "_cp}")
+        lines += [
+            f"{s}_xx = {s}.get('xx', 0)",
+            f"{s}_strike = STRIKES.get({s}_xx)",
+            f"{s}_cp = CP.get({s}['cp'])",
+        ]
+        # True and False would find the strikes 1 and 0; canonical_key refuses bools.
+        known += [f"{s}_strike is not None", f"{s}_cp is not None", f"{s}_xx.__class__ is not bool"]
+        parts += ["{" + s + "_strike}", "{" + s + "_cp}"]
+    lines.append(f"if not ({' and '.join(known)}):")
+    lines.append("    return LEARN(p)")
     return lines
 
 
@@ -71,16 +96,13 @@ def _plain_lines(index: int, spec: FieldSpec, parts: list[str]) -> list[str]:
     """Code for a key field that is not a struct: its text, or its default when omitted."""
     v = f"v{index}"
     default = key_default(spec)
-    lines = [f"    {v} = p.get({spec.name!r})"]
-    if default is None:
-        lines += [f"    if {v} is None:", "        return SLOW(p)"]
-    else:
-        lines += [f"    if {v} is None:", f"        {v} = {default!r}"]
+    lines = [f"{v} = p.get({spec.name!r})", f"if {v} is None:"]
+    lines.append("    return LEARN(p)" if default is None else f"    {v} = {default!r}")
     lines += [
-        f"    if {v}.__class__ is int:",
-        f"        {v} = str({v})",
-        f"    elif {v}.__class__ is not str:",
-        "        return SLOW(p)",
+        f"if {v}.__class__ is int:",
+        f"    {v} = str({v})",
+        f"elif {v}.__class__ is not str:",
+        "    return LEARN(p)",  # floats, bools and the rest: canonical_key decides
     ]
     parts.append("{" + v + "}")
     return lines
@@ -88,26 +110,35 @@ def _plain_lines(index: int, spec: FieldSpec, parts: list[str]) -> list[str]:
 
 def compile_key(spec: MessageSpec) -> KeyFunction:
     """A function pkey -> canonical key, equal to canonical_key(spec, pkey) for every input."""
+    accepted = _Accepted()
+
+    def learn(pkey: Any) -> str:
+        return accepted.learn(spec, pkey)
+
     key_fields = spec.key_fields
-
-    def slow(pkey: Any) -> str:
-        return canonical_key(spec, pkey)
-
     if not key_fields:
-        return slow
-    lines = ["def key(p):", "  try:"]
+        return learn
+    body: list[str] = []
     parts: list[str] = []
     for index, field in enumerate(key_fields):
         make = _struct_lines if field.is_security_key else _plain_lines
-        lines += ["  " + line for line in make(index, field, parts)]
-    joined = "-".join(parts)
+        body += make(index, field, parts)
+    lines = ["def key(p):", "    try:"]
+    lines += ["        " + line for line in body]
     lines += [
-        "  except (KeyError, TypeError, AttributeError):",
-        "    return SLOW(p)",
-        f"  k = f{joined!r}",
-        "  return k if k else SLOW(p)",
+        "    except (KeyError, TypeError, AttributeError):",  # not a dict, missing, unhashable
+        "        return LEARN(p)",
+        f"    k = f{'-'.join(parts)!r}",
+        "    return k if k else LEARN(p)",
     ]
-    namespace: dict[str, Any] = {"SLOW": slow, "CP": dict(CALL_PUT_CODES), "STRIKE": _StrikeText()}
+    namespace: dict[str, Any] = {
+        "LEARN": learn,
+        "CP": dict(CALL_PUT_CODES),
+        "CODES": accepted.codes,
+        "SYMBOLS": accepted.symbols,
+        "DATES": accepted.dates,
+        "STRIKES": accepted.strikes,
+    }
     exec(compile("\n".join(lines), f"<key {spec.name}>", "exec"), namespace)
     function: KeyFunction = namespace["key"]
     return function

@@ -96,4 +96,5 @@ class DateTimeParser:
         digits = rest[1:]
         if rest[0] != "." or not 1 <= len(digits) <= 9 or not set(digits) <= _DIGITS:
             raise ValueError(f"not an MLink DateTime (bad fraction of a second): {text!r}")
-        return int(digits) * _FRACTION_SCALE[len(digits)]
+        scale: int = _FRACTION_SCALE[len(digits)]
+        return int(digits) * scale

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import fastavro
 import fastavro.schema
@@ -241,10 +241,10 @@ class _Longs:
     """Varint bytes of longs that do not fit the small table. The bytes above the low 28 bits
     are remembered: nanosecond timestamps share them for about a tenth of a second."""
 
-    __slots__ = ("_high",)
+    __slots__ = ("high",)
 
     def __init__(self) -> None:
-        self._high: dict[int, bytes] = {}
+        self.high: dict[int, bytes] = {}  # z >> 28 -> its varint bytes, for in-range values
 
     def encode(self, value: int, path: str) -> bytes:
         if not _INT64_MIN <= value <= _INT64_MAX:
@@ -254,12 +254,12 @@ class _Longs:
             return _VARINT[z]
         if z < 1 << 28:
             return _CONTINUED[z & 0x3FFF] + _VARINT[z >> 14]
-        high = self._high.get(z >> 28)
+        high = self.high.get(z >> 28)
         if high is None:
             high = _varint(z >> 28)
-            if len(self._high) >= _MAX_CACHED_STRINGS:
-                self._high.clear()
-            self._high[z >> 28] = high
+            if len(self.high) >= _MAX_CACHED_STRINGS:
+                self.high.clear()
+            self.high[z >> 28] = high
         return _CONTINUED[z & 0x3FFF] + _CONTINUED[(z >> 14) & 0x3FFF] + high
 
 
@@ -317,29 +317,64 @@ def _full_name(name: str, namespace: str | None) -> str:
     return name if "." in name or not namespace else f"{namespace}.{name}"
 
 
+Encoder = Callable[[Mapping[str, Any], bytes], bytes]
+
+
+class _At(NamedTuple):
+    """Where generated code is being written: indentation, field path (for messages), record
+    nesting depth (names the getter variables) and the enclosing Avro namespace."""
+
+    indent: int
+    path: str
+    depth: int
+    namespace: str | None
+
+
+def _string_bytes(text: str) -> bytes:
+    data = text.encode()
+    return _varint(len(data) << 1) + data
+
+
+# The encoded bytes of a primitive field's default value, by Avro type.
+_PRIMITIVE_DEFAULTS: dict[str, Callable[[Any], bytes]] = {
+    "double": lambda value: _PACK_DOUBLE(float(value)),
+    "long": lambda value: _varint((int(value) << 1) ^ (int(value) >> 63)),
+    "string": _string_bytes,
+    "boolean": lambda value: b"\x01" if value else b"\x00",
+}
+
+
 class _EncoderCompiler:
     """Writes one straight-line Python function per schema. Supports what `avro_schema` makes:
     records, named references, double, long, string, boolean, arrays, and ["null", T].
 
-    Each value is checked by its exact class first (one cheap test), so only values that need
+    Every value becomes one or more "parts" (local bytes variables) joined once at the end.
+    Each value is first checked by its exact class (one cheap test), so only values that need
     converting or refusing reach the helpers. None in a field that is not nullable means the
-    field's default, like an omitted field (a JSON null carries no value)."""
+    field's default, like an omitted field (a JSON null carries no value).
 
-    def __init__(self) -> None:
+    The `careful` variant also checks that strings are strings before the cache lookup; the
+    fast one lets an unhashable value raise TypeError and then runs the careful one to name the
+    field."""
+
+    def __init__(self, careful: bool) -> None:
+        self.careful = careful
         self.lines: list[str] = []
-        self.strings = _Strings()
-        self.longs = _Longs()
+        self.count = 0
+        strings = _Strings()
+        longs = _Longs()
         self.namespace: dict[str, Any] = {
             "MISSING": _MISSING,
             "MISMATCH": SchemaMismatch,
             "VAR": _VARINT,
             "CONT": _CONTINUED,
-            "S": self.strings.table,
-            "STRING": self.strings.encode,
+            "S": strings.table,
+            "STRING": strings.encode,
             "DOUBLE": _as_double,
             "PACK1": _PACK_DOUBLE,
             "LONG": _as_long,
-            "LONGBYTES": self.longs.encode,
+            "LONGBYTES": longs.encode,
+            "HIGH": longs.high,
             "NOTFINITE": _not_finite,
             "RECORD": _as_record,
             "ARRAY": _as_array,
@@ -350,6 +385,10 @@ class _EncoderCompiler:
     def emit(self, indent: int, line: str) -> None:
         self.lines.append("    " * indent + line)
 
+    def part(self) -> str:
+        self.count += 1
+        return f"a{self.count}"
+
     def constant(self, value: Any) -> str:
         if value is None or isinstance(value, bool | int | float | str):
             return repr(value)
@@ -357,172 +396,190 @@ class _EncoderCompiler:
         self.namespace[name] = value
         return name
 
-    def compile(self, schema: Mapping[str, Any]) -> Callable[[Mapping[str, Any], bytes], bytes]:
+    def compile(self, schema: Mapping[str, Any], careful: Encoder | None = None) -> Encoder:
         name = _full_name(schema["name"], schema.get("namespace"))
+        self.namespace["CAREFUL"] = careful
         self.emit(0, "def encode(v, prefix=b''):")
         self.emit(1, "try:")
-        self.emit(2, "o = bytearray(prefix)")
         self.emit(2, "g0 = v.get")
-        self.record_fields(schema, "g0", 2, name, 0, schema.get("namespace"))
-        self.emit(2, "return bytes(o)")
+        parts = self.record_fields(schema, "g0", _At(2, name, 0, schema.get("namespace")))
+        self.emit(2, f"return b''.join((prefix, {', '.join(parts)}))")
         self.emit(1, "except (TypeError, ValueError, AttributeError, OverflowError) as exc:")
+        if careful is not None:
+            self.emit(2, "CAREFUL(v, prefix)")  # raises SchemaMismatch naming the field
         self.emit(2, f"raise MISMATCH(f'{name}: value does not fit the schema: {{exc}}') from None")
         source = "\n".join(self.lines)
         exec(compile(source, f"<avro encoder {name}>", "exec"), self.namespace)
-        encode: Callable[[Mapping[str, Any], bytes], bytes] = self.namespace["encode"]
+        encode: Encoder = self.namespace["encode"]
         return encode
 
     def resolve(self, kind: Any, namespace: str | None) -> Any:
+        """A named type's definition, or `kind` itself."""
         if isinstance(kind, str):
             for candidate in (_full_name(kind, namespace), kind):
                 if candidate in self.named:
                     return self.named[candidate]
         return kind
 
+    def type_name(self, kind: Any, namespace: str | None) -> Any:
+        kind = self.resolve(kind, namespace)
+        return kind["type"] if isinstance(kind, Mapping) else kind
+
     def default_of(self, field: Mapping[str, Any]) -> str:
         return self.constant(field["default"]) if "default" in field else "MISSING"
 
-    def record_fields(
-        self,
-        schema: Mapping[str, Any],
-        getter: str,
-        indent: int,
-        path: str,
-        depth: int,
-        namespace: str | None,
-    ) -> None:
-        namespace = schema.get("namespace", namespace)
-        self.named[_full_name(schema["name"], namespace)] = schema
+    def record_fields(self, schema: Mapping[str, Any], getter: str, at: _At) -> list[str]:
+        """Code for a record's fields, read with `getter`; returns their parts in order."""
+        at = at._replace(namespace=schema.get("namespace", at.namespace))
+        self.named[_full_name(schema["name"], at.namespace)] = schema
         fields = list(schema["fields"])
+        parts: list[str] = []
         i = 0
         while i < len(fields):
             run = 0
-            while i + run < len(fields) and self.resolve(fields[i + run]["type"], namespace) in (
-                "double",
-                {"type": "double"},
+            while (
+                i + run < len(fields)
+                and self.type_name(fields[i + run]["type"], at.namespace) == "double"
             ):
                 run += 1
             if run >= 2:
-                self.double_run(fields[i : i + run], getter, indent, path)
+                parts.append(self.double_run(fields[i : i + run], getter, at))
                 i += run
                 continue
             f = fields[i]
             default = self.default_of(f)
-            self.emit(indent, f"x = {getter}({f['name']!r}, {default})")
-            self.value(f["type"], "x", indent, f"{path}.{f['name']}", depth, namespace, default)
+            here = at._replace(path=f"{at.path}.{f['name']}")
+            kind = self.type_name(f["type"], at.namespace)
+            if "default" in f and isinstance(kind, str) and kind in _PRIMITIVE_DEFAULTS:
+                # Omitted (or null) is common, as MLink leaves defaults out: write the default's
+                # bytes, computed once, without looking at the value any further.
+                part = self.part()
+                encoded = self.constant(_PRIMITIVE_DEFAULTS[kind](f["default"]))
+                self.emit(at.indent, f"x = {getter}({f['name']!r})")
+                self.emit(at.indent, "if x is None:")
+                self.emit(at.indent + 1, f"{part} = {encoded}")
+                self.emit(at.indent, "else:")
+                self.primitive(kind, "x", here._replace(indent=at.indent + 1), default, part)
+                parts.append(part)
+            else:
+                self.emit(at.indent, f"x = {getter}({f['name']!r}, {default})")
+                parts += self.value(f["type"], "x", here, default)
             i += 1
+        return parts
 
-    def double_run(
-        self, fields: list[Mapping[str, Any]], getter: str, indent: int, path: str
-    ) -> None:
+    def double_run(self, fields: list[Mapping[str, Any]], getter: str, at: _At) -> str:
         """Consecutive doubles: checked one by one, then packed with one struct call."""
         names = [f"d{j}" for j in range(len(fields))]
-        paths = tuple(f"{path}.{f['name']}" for f in fields)
+        paths = tuple(f"{at.path}.{f['name']}" for f in fields)
         for var, f, fpath in zip(names, fields, paths, strict=True):
             default = self.default_of(f)
-            self.emit(indent, f"{var} = {getter}({f['name']!r}, {default})")
-            self.emit(indent, f"if {var}.__class__ is not float:")
-            self.emit(indent + 1, f"{var} = DOUBLE({var}, {fpath!r}, {default})")
+            self.emit(at.indent, f"{var} = {getter}({f['name']!r}, {default})")
+            self.emit(at.indent, f"if {var}.__class__ is not float:")
+            self.emit(at.indent + 1, f"{var} = DOUBLE({var}, {fpath!r}, {default})")
         # For finite values each `d - d` is exactly 0.0; NaN or infinity makes the sum NaN.
         args = ", ".join(names)
-        self.emit(indent, "if " + " + ".join(f"{var} - {var}" for var in names) + ":")
-        self.emit(indent + 1, f"NOTFINITE(({args},), {self.constant(paths)})")
+        self.emit(at.indent, "if " + " + ".join(f"{var} - {var}" for var in names) + ":")
+        self.emit(at.indent + 1, f"NOTFINITE(({args},), {self.constant(paths)})")
+        part = self.part()
         pack = self.constant(struct.Struct(f"<{len(fields)}d").pack)
-        self.emit(indent, f"o += {pack}({args})")
+        self.emit(at.indent, f"{part} = {pack}({args})")
+        return part
 
-    def value(
-        self,
-        kind: Any,
-        var: str,
-        indent: int,
-        path: str,
-        depth: int,
-        namespace: str | None,
-        default: str,
-    ) -> None:
-        kind = self.resolve(kind, namespace)
+    def value(self, kind: Any, var: str, at: _At, default: str) -> list[str]:
+        """Code that encodes `var` (present, not the missing marker) as `kind`."""
+        kind = self.resolve(kind, at.namespace)
         if isinstance(kind, list):
-            self.union(kind, var, indent, path, depth, namespace)
-            return
+            return [self.union(kind, var, at)]
         if isinstance(kind, Mapping):
-            type_name = kind["type"]
-            if type_name == "record":
-                self.emit(indent, f"if {var}.__class__ is not dict:")
-                self.emit(indent + 1, f"{var} = RECORD({var}, {path!r})")
-                getter = f"g{depth + 1}"
-                self.emit(indent, f"{getter} = {var}.get")
-                self.record_fields(kind, getter, indent, path, depth + 1, namespace)
-                return
-            if type_name == "array":
-                self.array(kind, var, indent, path, depth, namespace)
-                return
-            kind = type_name
-        self.primitive(kind, var, indent, path, default)
+            if kind["type"] == "record":
+                self.emit(at.indent, f"if {var}.__class__ is not dict:")
+                self.emit(at.indent + 1, f"{var} = RECORD({var}, {at.path!r})")
+                getter = f"g{at.depth + 1}"
+                self.emit(at.indent, f"{getter} = {var}.get")
+                return self.record_fields(kind, getter, at._replace(depth=at.depth + 1))
+            if kind["type"] == "array":
+                return [self.array(kind, var, at)]
+            kind = kind["type"]
+        return [self.primitive(kind, var, at, default)]
 
-    def primitive(self, kind: Any, var: str, indent: int, path: str, default: str) -> None:
-        p = repr(path)
+    def primitive(self, kind: Any, var: str, at: _At, default: str, part: str | None = None) -> str:
+        p, i, a = repr(at.path), at.indent, part or self.part()
         if kind == "double":
-            self.emit(indent, f"if {var}.__class__ is not float:")
-            self.emit(indent + 1, f"{var} = DOUBLE({var}, {p}, {default})")
-            self.emit(indent, f"if {var} - {var}:")
-            self.emit(indent + 1, f"NOTFINITE(({var},), ({p},))")
-            self.emit(indent, f"o += PACK1({var})")
+            self.emit(i, f"if {var}.__class__ is not float:")
+            self.emit(i + 1, f"{var} = DOUBLE({var}, {p}, {default})")
+            self.emit(i, f"if {var} - {var}:")
+            self.emit(i + 1, f"NOTFINITE(({var},), ({p},))")
+            self.emit(i, f"{a} = PACK1({var})")
         elif kind == "long":
-            self.emit(indent, f"if {var}.__class__ is not int:")
-            self.emit(indent + 1, f"{var} = LONG({var}, {p}, {default})")
-            self.emit(indent, f"z = ({var} << 1) ^ ({var} >> 63)")
-            self.emit(indent, "if z < 16384:")
-            self.emit(indent + 1, "o += VAR[z]")
-            self.emit(indent, "elif z < 268435456:")
-            self.emit(indent + 1, "o += CONT[z & 16383]")
-            self.emit(indent + 1, "o += VAR[z >> 14]")
-            self.emit(indent, "else:")
-            self.emit(indent + 1, f"o += LONGBYTES({var}, {p})")
+            self.emit(i, f"if {var}.__class__ is not int:")
+            self.emit(i + 1, f"{var} = LONG({var}, {p}, {default})")
+            self.emit(i, f"z = ({var} << 1) ^ ({var} >> 63)")
+            self.emit(i, "if z < 16384:")
+            self.emit(i + 1, f"{a} = VAR[z]")
+            self.emit(i, "elif z < 268435456:")
+            self.emit(i + 1, f"{a} = CONT[z & 16383] + VAR[z >> 14]")
+            self.emit(i, "else:")
+            # Large values (ns timestamps): their high bytes are usually cached already.
+            self.emit(i + 1, "b = HIGH.get(z >> 28)")
+            self.emit(i + 1, "if b is None:")
+            self.emit(i + 2, f"{a} = LONGBYTES({var}, {p})")
+            self.emit(i + 1, "else:")
+            self.emit(i + 2, f"{a} = CONT[z & 16383] + CONT[(z >> 14) & 16383] + b")
         elif kind == "string":
-            self.emit(indent, f"b = S.get({var}) if {var}.__class__ is str else None")
-            self.emit(indent, "if b is None:")
-            self.emit(indent + 1, f"b = STRING({var}, {p}, {default})")
-            self.emit(indent, "o += b")
+            if self.careful:
+                self.emit(i, f"{a} = S.get({var}) if {var}.__class__ is str else None")
+            else:
+                self.emit(i, f"{a} = S.get({var})")
+            self.emit(i, f"if {a} is None:")
+            self.emit(i + 1, f"{a} = STRING({var}, {p}, {default})")
         elif kind == "boolean":
-            self.emit(indent, f"if {var} is True:")
-            self.emit(indent + 1, "o += b'\\x01'")
-            self.emit(indent, f"elif {var} is False:")
-            self.emit(indent + 1, "o += b'\\x00'")
-            self.emit(indent, "else:")
-            self.emit(indent + 1, f"BAD({p}, 'boolean', {var})")
+            self.emit(i, f"if {var} is True:")
+            self.emit(i + 1, f"{a} = b'\\x01'")
+            self.emit(i, f"elif {var} is False:")
+            self.emit(i + 1, f"{a} = b'\\x00'")
+            self.emit(i, "else:")
+            self.emit(i + 1, f"BAD({p}, 'boolean', {var})")
         else:
-            raise TypeError(f"{path}: the compiled encoder does not support Avro type {kind!r}")
+            raise TypeError(f"{at.path}: the compiled encoder does not support {kind!r}")
+        return a
 
-    def union(
-        self, branches: list[Any], var: str, indent: int, path: str, depth: int, ns: str | None
-    ) -> None:
+    def union(self, branches: list[Any], var: str, at: _At) -> str:
         if len(branches) != 2 or branches[0] != "null":
-            raise TypeError(f"{path}: the compiled encoder supports only ['null', T] unions")
-        self.emit(indent, f"if {var} is None:")
-        self.emit(indent + 1, "o += b'\\x00'")
-        self.emit(indent, "else:")
-        self.emit(indent + 1, "o += b'\\x02'")
-        self.value(branches[1], var, indent + 1, path, depth, ns, "MISSING")
+            raise TypeError(f"{at.path}: the compiled encoder supports only ['null', T] unions")
+        a = self.part()
+        self.emit(at.indent, f"if {var} is None:")
+        self.emit(at.indent + 1, f"{a} = b'\\x00'")
+        self.emit(at.indent, "else:")
+        parts = self.value(branches[1], var, at._replace(indent=at.indent + 1), "MISSING")
+        self.emit(at.indent + 1, f"{a} = b''.join((b'\\x02', {', '.join(parts)}))")
+        return a
 
-    def array(
-        self, kind: Mapping[str, Any], var: str, indent: int, path: str, depth: int, ns: str | None
-    ) -> None:
-        item = f"i{depth}"
-        self.emit(indent, f"if {var}.__class__ is not list:")
-        self.emit(indent + 1, f"{var} = ARRAY({var}, {path!r})")
-        self.emit(indent, f"if {var}:")
-        self.emit(indent + 1, f"o += LONGBYTES(len({var}), {path!r})")
-        self.emit(indent + 1, f"for {item} in {var}:")
-        self.value(kind["items"], item, indent + 2, f"{path}[]", depth + 1, ns, "MISSING")
-        self.emit(indent, "o += b'\\x00'")
+    def array(self, kind: Mapping[str, Any], var: str, at: _At) -> str:
+        a, i = self.part(), at.indent
+        item, out = f"i{at.depth}", f"w{at.depth}"
+        self.emit(i, f"if {var}.__class__ is not list:")
+        self.emit(i + 1, f"{var} = ARRAY({var}, {at.path!r})")
+        self.emit(i, f"if {var}:")
+        # Avro arrays are blocks: count, items, then a zero count to end.
+        self.emit(i + 1, f"{out} = [LONGBYTES(len({var}), {at.path!r})]")
+        self.emit(i + 1, f"for {item} in {var}:")
+        inner = _At(i + 2, f"{at.path}[]", at.depth + 1, at.namespace)
+        parts = self.value(kind["items"], item, inner, "MISSING")
+        self.emit(i + 2, f"{out} += ({', '.join(parts)},)")
+        self.emit(i + 1, f"{out}.append(b'\\x00')")
+        self.emit(i + 1, f"{a} = b''.join({out})")
+        self.emit(i, "else:")
+        self.emit(i + 1, f"{a} = b'\\x00'")
+        return a
 
 
-def compile_encoder(schema: Mapping[str, Any]) -> Callable[[Mapping[str, Any], bytes], bytes]:
+def compile_encoder(schema: Mapping[str, Any]) -> Encoder:
     """A function (value, prefix=b"") -> prefix + Avro binary body of `value` under `schema`.
 
     Byte for byte what fastavro.schemaless_writer writes for valid values; raises
     SchemaMismatch naming the field for a value that does not fit."""
-    return _EncoderCompiler().compile(schema)
+    careful = _EncoderCompiler(careful=True).compile(schema)
+    return _EncoderCompiler(careful=False).compile(schema, careful)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -560,7 +617,7 @@ class WriterSchema:
         self.canonical = canonical_form(schema)
         self.fingerprint = fingerprint(schema)
         self.fingerprint_bytes = bytes.fromhex(self.fingerprint)
-        self.encode: Callable[[Mapping[str, Any], bytes], bytes] = compile_encoder(schema)
+        self.encode: Encoder = compile_encoder(schema)
 
     def __repr__(self) -> str:
         return f"WriterSchema({self.name} v{self.version} {self.fingerprint})"

@@ -163,6 +163,29 @@ class KafkaSink:
         if not self._produce(record):
             self._hold(record)
 
+    def send_acked(self, record: OutRecord, done: Callable[[str | None], None]) -> None:
+        """Produce one record now (never conflated) and call `done(error or None)` from the
+        delivery thread once the broker answers. Blocks briefly if the queue is full."""
+        producer = self._require()
+
+        def report(err: KafkaError | None, msg: Message) -> None:
+            self._delivered(err, msg, None)
+            done(err.str() if err is not None else None)
+
+        while True:
+            try:
+                producer.produce(
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=record.headers,
+                    on_delivery=report,
+                )
+                self.stats.produced += 1
+                return
+            except BufferError:
+                time.sleep(0.01)
+
     def send_many(self, records: Sequence[OutRecord]) -> None:
         for record in records:
             self.send(record)

@@ -1,0 +1,236 @@
+"""Simulator -> bridge -> Tansu, end to end, checked against the simulator's truth log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from bridge.app import Pipeline, run_bridge
+from bridge.embedded import EmbeddedBroker
+from bridge.io.connector import Connector
+from bridge.mlink.catalog import default_catalog
+from bridge.mlink.keys import canonical_key
+from bridge.settings import load_settings
+from bridge.simulator.server import Faults, Simulator, SimulatorConfig
+from bridge.simulator.truth import read_truth
+from bridge.sink.kafka import KafkaSink
+from bridge.sink.serialization import SchemaLookup, decode_value
+
+pytestmark = pytest.mark.integration
+TYPES = ("StockBookQuote", "OptionNbboQuote", "StockPrint", "LiveAtmVol")
+
+
+def env_for(sim: Simulator, broker: EmbeddedBroker, prefix: str, **extra: str) -> dict[str, str]:
+    subs = [{"msgName": name, "activeLatency": 0} for name in TYPES]
+    return {
+        "MLINK_URL": sim.url("/mlink/jsonf"),
+        "MLINK_API_KEY": "demo-key",
+        "BRIDGE_SUBSCRIPTIONS": json.dumps(subs),
+        "BRIDGE_TOPIC_PREFIX": prefix,
+        "BRIDGE_TOPIC_PARTITIONS": "3",
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "MLINK_RECONNECT_MIN": "0.05",
+        "MLINK_RECONNECT_MAX": "0.2",
+        **extra,
+    }
+
+
+async def run_until(
+    env: dict[str, str],
+    done: Callable[[Pipeline, KafkaSink, Connector], bool],
+    timeout: float = 60,
+    registry: SchemaRegistryClient | None = None,
+) -> tuple[int, Pipeline]:
+    settings = load_settings(env)
+    stop = asyncio.Event()
+    seen: list[tuple[Pipeline, KafkaSink, Connector]] = []
+
+    async def watch() -> None:
+        while not seen or not done(*seen[0]):
+            await asyncio.sleep(0.1)
+        stop.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async with asyncio.timeout(timeout):
+            code = await run_bridge(
+                settings, stop=stop, on_pipeline=lambda *a: seen.append(a), registry=registry
+            )
+    finally:
+        watcher.cancel()
+    return code, seen[0][0]
+
+
+def topic_state(
+    read_topic: Any, bootstrap: str, topic: str, partitions: int, lookup: SchemaLookup
+) -> dict[str, dict[str, Any] | None]:
+    got = read_topic(bootstrap, topic, partitions)
+    assert got.errors == []
+    state: dict[str, dict[str, Any] | None] = {}
+    for msg in sorted(got.messages, key=lambda m: (m.partition(), m.offset())):
+        key = msg.key()
+        assert key, "no null or empty keys"
+        value = msg.value()
+        state[key.decode()] = None if value is None else decode_value(value, lookup)
+    return state
+
+
+def truth_state(truth: Path) -> dict[tuple[str, str], dict[str, Any] | None]:
+    state: dict[tuple[str, str], dict[str, Any] | None] = {}
+    for entry in read_truth(truth):
+        if entry.fault is None:
+            state[(entry.msg, entry.key)] = None if entry.deleted else entry.message
+    return state
+
+
+def assert_topics_match_truth(
+    read_topic: Any, broker: EmbeddedBroker, prefix: str, truth: Path, lookup: SchemaLookup
+) -> int:
+    catalog = default_catalog()
+    expected = truth_state(truth)
+    checked = 0
+    for name in TYPES:
+        spec = catalog.get(name)
+        assert spec is not None
+        topic = topic_state(read_topic, broker.bootstrap, f"{prefix}{name}", 3, lookup)
+        want = {key: value for (msg, key), value in expected.items() if msg == name}
+        assert set(topic) == set(want), f"{name}: keys differ"
+        for key, wire in want.items():
+            got = topic[key]
+            if wire is None:
+                assert got is None, f"{name} {key}: expected a tombstone"
+                continue
+            assert got is not None, f"{name} {key}: unexpected tombstone"
+            assert canonical_key(spec, wire["pkey"]) == key
+            for field_name, value in wire.items():
+                if field_name == "pkey":
+                    continue
+                field = spec.field(field_name)
+                assert field is not None, f"{name}.{field_name} is not in the catalog"
+                if field.type == "DateTime":
+                    assert isinstance(got[field_name], int)  # ns since the epoch
+                elif isinstance(value, float):
+                    assert got[field_name] == pytest.approx(value, rel=1e-9), (
+                        name,
+                        key,
+                        field_name,
+                    )
+                elif not field.is_group:
+                    assert got[field_name] == value, (name, key, field_name)
+            assert got["pkey"] is not None
+            checked += 1
+    return checked
+
+
+def schemas_from_topic(read_topic: Any, broker: EmbeddedBroker, prefix: str) -> SchemaLookup:
+    got = read_topic(broker.bootstrap, f"{prefix}_schemas", 1)
+    return SchemaLookup(schemas={m.key().decode(): m.value() for m in got.messages})
+
+
+async def test_topics_converge_to_the_simulators_truth(tmp_path: Path, read_topic: Any) -> None:
+    truth = tmp_path / "truth.jsonl"
+    config = SimulatorConfig(rate=800, tickers=20, truth=truth, delete_rate=0.02, msg_names=TYPES)
+    with EmbeddedBroker() as broker:
+        async with Simulator(config) as sim:
+            code, pipeline = await run_until(
+                env_for(sim, broker, "e1."),
+                lambda p, s, c: (
+                    sum(p.stats.records_out.values()) > 3000
+                    and all(v == "live" for v in p.states.values())
+                ),
+            )
+        assert code == 0
+        assert pipeline.stats.dead_letters == 0
+        assert pipeline.stats.tombstones > 0
+        lookup = schemas_from_topic(read_topic, broker, "e1.")
+        checked = await asyncio.to_thread(
+            assert_topics_match_truth, read_topic, broker, "e1.", truth, lookup
+        )
+        assert checked > 300  # hundreds of keys over several message types
+        status = read_topic(broker.bootstrap, "e1._status", 1)
+        last = {m.key().decode(): json.loads(m.value()) for m in status.messages}
+        assert {v["state"] for v in last.values()} == {"live"}
+
+
+async def test_reconnects_mid_snapshot_and_mid_live_still_converge(
+    tmp_path: Path, read_topic: Any
+) -> None:
+    truth = tmp_path / "truth.jsonl"
+    faults = Faults(drop_after=150, connections=3)  # cut 1: in the first snapshot
+    config = SimulatorConfig(
+        rate=800, tickers=20, truth=truth, delete_rate=0.02, msg_names=TYPES, faults=faults
+    )
+    with EmbeddedBroker() as broker:
+        async with Simulator(config) as sim:
+            code, _pipeline = await run_until(
+                env_for(sim, broker, "e2."),
+                lambda p, s, c: (
+                    c.connections >= 4
+                    and all(v == "live" for v in p.states.values())
+                    and sum(p.stats.records_out.values()) > 2000
+                ),
+            )
+        assert code == 0
+        lookup = schemas_from_topic(read_topic, broker, "e2.")
+        checked = await asyncio.to_thread(
+            assert_topics_match_truth, read_topic, broker, "e2.", truth, lookup
+        )
+        assert checked > 300
+
+
+async def test_registry_path_with_mock_registry(tmp_path: Path, read_topic: Any) -> None:
+    truth = tmp_path / "truth.jsonl"
+    config = SimulatorConfig(rate=500, tickers=10, truth=truth, msg_names=TYPES)
+    with EmbeddedBroker() as broker:
+        async with Simulator(config) as sim:
+            registry = SchemaRegistryClient.new_client({"url": "mock://e2e"})
+            env = env_for(sim, broker, "e3.", SCHEMA_REGISTRY_URL="mock://e2e")
+            code, _ = await run_until(
+                env,
+                lambda p, s, c: (
+                    sum(p.stats.records_out.values()) > 1000
+                    and all(v == "live" for v in p.states.values())
+                ),
+                registry=registry,
+            )
+        assert code == 0
+        lookup = SchemaLookup(registry=registry)
+        checked = await asyncio.to_thread(
+            assert_topics_match_truth, read_topic, broker, "e3.", truth, lookup
+        )
+        assert checked > 100
+        subjects = registry.get_subjects()
+        assert "e3.StockBookQuote-value" in subjects
+
+
+async def test_bad_records_go_to_the_dead_letter_topic_and_the_stream_goes_on(
+    tmp_path: Path, read_topic: Any
+) -> None:
+    truth = tmp_path / "truth.jsonl"
+    faults = Faults(malformed_rate=0.01, nan_rate=0.01, unknown_type_rate=0.01)
+    config = SimulatorConfig(rate=800, tickers=10, truth=truth, msg_names=TYPES, faults=faults)
+    with EmbeddedBroker() as broker:
+        async with Simulator(config) as sim:
+            code, pipeline = await run_until(
+                env_for(sim, broker, "e4."),
+                lambda p, s, c: (
+                    p.stats.dead_letters >= 10 and sum(p.stats.records_out.values()) > 1500
+                ),
+            )
+        assert code == 0
+        dlq = read_topic(broker.bootstrap, "e4._dlq", 1)
+        stages = {dict(m.headers())["dlq.stage"].decode() for m in dlq.messages}
+        assert "protocol" in stages  # malformed and NaN frames
+        assert "catalog" in stages  # the unknown message type
+        assert len(dlq.messages) == pipeline.stats.dead_letters
+        lookup = schemas_from_topic(read_topic, broker, "e4.")
+        checked = await asyncio.to_thread(
+            assert_topics_match_truth, read_topic, broker, "e4.", truth, lookup
+        )
+        assert checked > 50
