@@ -8,8 +8,9 @@ fastavro.schemaless_writer (the reference the compiled encoder is tested against
 
     .venv/bin/python benchmarks/transform_encode.py [--records 60000] [--chunk 500] [--types ...]
 
-Reports records/s for apply alone, encode alone and both, plus the time of `sum(range(1000))`
-on this machine, so that numbers from different machines can be compared.
+Reports records/s for apply alone, encode alone, both, and both through the single-object
+serializer (the framing a registry-less bridge writes), plus the time of `sum(range(1000))` on
+this machine, so that numbers from different machines can be compared.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import orjson
 from bridge.mlink.catalog import default_catalog
 from bridge.simulator.market import DEFAULT_TYPES, Market
 from bridge.sink.avro import SchemaHistory
+from bridge.sink.serialization import SerializationContext, SingleObjectSerializer
 from transforms import TransformOptions, compile_plan
 
 # A fixed clock keeps the workload the same from run to run.
@@ -105,6 +107,16 @@ def main() -> int:
         for apply, encode, message in batch:
             encode(apply(message).value)
 
+    single_object = SingleObjectSerializer(lambda fingerprint, schema: None)
+    contexts = {
+        h.plan.apply: SerializationContext(f"mlink.{name}", h.current)
+        for name, h in histories.items()
+    }
+
+    def both_framed(batch: Work) -> None:
+        for apply, _, message in batch:
+            single_object(apply(message).value, contexts[apply])
+
     buffer = io.BytesIO()
     writer = fastavro.schemaless_writer
     parsed = {h.plan.apply: h.current.parsed for h in histories.values()}
@@ -117,7 +129,12 @@ def main() -> int:
             buffer.getvalue()
 
     before = reference_us()
-    works = {"apply": apply_only, "apply+encode": both, "apply+fastavro": both_fastavro}
+    works = {
+        "apply": apply_only,
+        "apply+encode": both,
+        "apply+serializer": both_framed,
+        "apply+fastavro": both_fastavro,
+    }
     results = timed(bodies, args.chunk, args.rounds, works, functions)
     yardsticks = [before, reference_us()]
     encode_only = results["apply+encode"] - results["apply"]

@@ -192,8 +192,10 @@ class Pipeline:
         ]
         key_bytes = key.encode()
         stamp_ns = src_ns or recv_ns
+        # Latency is measured on live records only: a snapshot replays old source times.
+        latency_from = None if event.snapshot else stamp_ns
         self.sink.send(
-            OutRecord(channel.topic, key_bytes, value, headers, stamp_ns // 1_000_000, stamp_ns)
+            OutRecord(channel.topic, key_bytes, value, headers, stamp_ns // 1_000_000, latency_from)
         )
         stats.records_out[mtyp] = stats.records_out.get(mtyp, 0) + 1
         if value is None:

@@ -4,36 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
-import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from bridge import __version__
 from bridge.app import run_bridge
-from bridge.errors import ConfigError, KeyFormatError
-from bridge.io.connector import (
-    ConnectionDown,
-    Connector,
-    ConnectorConfig,
-    Credentials,
-    SubscriptionSpec,
-)
+from bridge.errors import ConfigError
 from bridge.mlink.catalog import default_catalog
-from bridge.mlink.keys import canonical_key
-from bridge.mlink.messages import MLinkStream
-from bridge.mlink.session import (
-    ProtocolViolation,
-    Record,
-    ServerClosing,
-    SnapshotBegin,
-    SnapshotComplete,
-    SubscriptionFailed,
-)
 from bridge.settings import load_settings
 from bridge.simulator.market import DEFAULT_TYPES
 from bridge.simulator.server import Faults, Simulator, SimulatorConfig
@@ -158,58 +138,23 @@ async def _simulate(config: SimulatorConfig) -> int:
     return 0
 
 
-def _stream_request(name: str) -> Callable[[int | None], MLinkStream]:
-    return lambda highwater: MLinkStream(name, name, active_latency=100, highwater_ts=highwater)
-
-
 async def _demo(args: argparse.Namespace) -> int:
-    """Until the Kafka pipeline lands: the simulator plus a client that shows data flowing."""
-    config = SimulatorConfig(port=0, rate=args.rate)
-    async with Simulator(config) as sim:
-        subs = [SubscriptionSpec(name, _stream_request(name)) for name in sim.market.names()]
-        connector = Connector(
-            ConnectorConfig(
-                sim.url("/mlink/jsonf"), credentials=lambda: Credentials(token="demo-key")
-            ),
-            subs,
-        )
-        print(f"simulator: {sim.url('/mlink/jsonf')} ({sim.market.size()} live objects)")
-        catalog = default_catalog()
-        counts: Counter[str] = Counter()
-        latest: dict[str, str] = {}
-        started = time.monotonic()
-        last_report = started
-        deadline = started + args.seconds if args.seconds else None
-        stopper = asyncio.create_task(_until_signal())
-        try:
-            async for event in connector.events():
-                if stopper.done() or (deadline is not None and time.monotonic() > deadline):
-                    break
-                if isinstance(event, Record):
-                    record = event.record
-                    counts[record.mtyp] += 1
-                    spec = catalog.get(record.mtyp)
-                    if spec is not None:
-                        with contextlib.suppress(KeyFormatError):
-                            key = canonical_key(spec, record.message.get("pkey"))
-                            latest[record.mtyp] = ("deleted " if record.deleted else "") + key
-                elif isinstance(event, SnapshotBegin | SnapshotComplete | ServerClosing):
-                    print(f"  {type(event).__name__}: {event}")
-                elif isinstance(event, ConnectionDown | SubscriptionFailed | ProtocolViolation):
-                    print(f"  problem: {event}", file=sys.stderr)
-                now = time.monotonic()
-                if now - last_report >= 2:
-                    last_report = now
-                    rate = sum(counts.values()) / (now - started)
-                    print(f"[{now - started:5.1f}s] {sum(counts.values())} records, {rate:.0f}/s")
-                    for name in sorted(counts):
-                        print(f"    {name:<18} {counts[name]:>7}  last {latest.get(name, '')}")
-        finally:
-            connector.stop()
-            stopper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stopper
-    print("demo stopped")
+    from bridge.demo import run_demo  # noqa: PLC0415 - needs the dev extras (the broker)
+
+    return await run_demo(args.seconds, args.rate)
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from bridge.tail import tail_topic  # noqa: PLC0415
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"mlink-bridge: configuration problem:\n{exc}", file=sys.stderr)
+        return 2
+    bootstrap = settings.kafka_properties.get("bootstrap.servers", "localhost:9092")
+    for line in tail_topic(bootstrap, settings.bridge_topic_prefix, args.msg_name, args.n):
+        print(line)
     return 0
 
 
@@ -234,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _simulate_parser(sub)
     sub.add_parser("run", help="the connector: MLink -> Kafka, configured by the environment")
+    tail = sub.add_parser("tail", help="print the decoded latest records of a topic")
+    tail.add_argument("msg_name", help="message type, e.g. StockBookQuote")
+    tail.add_argument("-n", type=_positive_int, default=10, help="how many keys (10)")
     demo = sub.add_parser("demo", help="the simulator and a live view of data flowing")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = never)")
     demo.add_argument("--rate", type=float, default=500.0, help="simulated updates per second")
@@ -249,4 +197,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_demo(args))
     if args.command == "run":
         return _run()
+    if args.command == "tail":
+        return _tail(args)
     return 2

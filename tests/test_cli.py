@@ -83,7 +83,7 @@ def test_simulate_serves_until_sigterm() -> None:
 def test_demo_shows_data_flowing_and_stops_by_itself() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "bridge", "demo", "--seconds", "4.5", "--rate", "300"],
+        [sys.executable, "-m", "bridge", "--log-level", "WARNING", "demo", "--seconds", "5"],
         capture_output=True,
         timeout=60,
         env=env,
@@ -91,10 +91,11 @@ def test_demo_shows_data_flowing_and_stops_by_itself() -> None:
     )
     out = proc.stdout.decode()
     assert proc.returncode == 0, proc.stderr.decode()
-    assert "SnapshotComplete" in out
-    assert "records" in out
-    assert "StockBookQuote" in out
-    assert "demo stopped" in out
+    assert "mlink.StockBookQuote" in out
+    assert "[live]" in out
+    assert "what a consumer reads back" in out
+    assert '"pkey":{"ticker"' in out  # decoded back from Kafka
+    assert "demo stopped (exit code 0)" in out
 
 
 def test_version_and_help() -> None:

@@ -1,0 +1,88 @@
+"""Read a bridge topic back and decode it, as a downstream consumer does."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from bridge.sink.serialization import DecodeError, SchemaLookup, decode_value
+
+
+def read_all(bootstrap: str, topic: str, timeout: float = 20.0, **config: str) -> list[Message]:
+    """Every record of a topic: assign() all partitions from the start, read to partition EOF."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "mlink-bridge-tail",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            **config,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = list(metadata.topics[topic].partitions) if topic in metadata.topics else []
+        if not partitions:
+            return []
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        out: list[Message] = []
+        at_eof: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(at_eof) < len(partitions) and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    at_eof.add(msg.partition() or 0)
+                continue
+            at_eof.discard(msg.partition() or 0)
+            out.append(msg)
+        return out
+    finally:
+        consumer.close()
+
+
+def schema_lookup(
+    bootstrap: str, prefix: str, registry: SchemaRegistryClient | None = None
+) -> SchemaLookup:
+    """Writer schemas from the `<prefix>_schemas` topic (and a registry, if there is one)."""
+    schemas: dict[str, Any] = {}
+    for msg in read_all(bootstrap, f"{prefix}_schemas"):
+        key, value = msg.key(), msg.value()
+        if key and value:
+            schemas[key.decode()] = value
+    return SchemaLookup(registry=registry, schemas=schemas)
+
+
+def latest_values(
+    bootstrap: str, topic: str, lookup: SchemaLookup
+) -> dict[str, dict[str, Any] | None]:
+    """The newest value per key, as compaction would leave it (None: deleted)."""
+    state: dict[str, dict[str, Any] | None] = {}
+    for msg in sorted(read_all(bootstrap, topic), key=lambda m: (m.partition(), m.offset())):
+        key, value = msg.key(), msg.value()
+        if key is None:
+            continue
+        state[key.decode()] = None if value is None else decode_value(value, lookup)
+    return state
+
+
+def tail_topic(bootstrap: str, prefix: str, msg_name: str, count: int) -> list[str]:
+    """The last `count` keys of a topic, decoded, as display lines."""
+    lookup = schema_lookup(bootstrap, prefix)
+    try:
+        state = latest_values(bootstrap, f"{prefix}{msg_name}", lookup)
+    except DecodeError as exc:
+        return [f"cannot decode: {exc}"]
+    lines = []
+    for key, value in list(state.items())[-count:]:
+        shown = "<tombstone>" if value is None else orjson.dumps(value).decode()
+        lines.append(f"{key}: {shown[:300]}")
+    return lines
