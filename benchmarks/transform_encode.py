@@ -146,7 +146,7 @@ def main() -> int:
     results["encode alone"] = encode_only
     for label, seconds in results.items():
         rate, each = n / seconds, seconds / n * 1e6
-        print(f"  {label:<15} {rate:>10,.0f} records/s  {each:6.2f} us/record")
+        print(f"  {label:<17} {rate:>10,.0f} records/s  {each:6.2f} us/record")
     return 0
 
 

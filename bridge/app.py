@@ -69,6 +69,10 @@ from transforms import TransformError, TransformOptions, compile_plan
 
 log = logging.getLogger("mlink.bridge")
 
+# After the registry fails, records that need it go to the dead-letter topic for this long
+# before the next try, so a registry that hangs costs one timeout, not one per record.
+REGISTRY_RETRY_AFTER = 30.0
+
 # Why a record can go to the dead-letter topic instead of its own.
 CONVERSION_ERRORS = (KeyFormatError, TransformError, SchemaMismatch, RegistryError)
 
@@ -123,6 +127,7 @@ class Pipeline:
         self.epochs: dict[str, int] = dict.fromkeys(self.subscriptions, 0)
         self.states: dict[str, str] = dict.fromkeys(self.subscriptions, "connecting")
         self.stats = PipelineStats()
+        self._registry_down_until = 0.0
 
     # -- events -------------------------------------------------------------------------------
 
@@ -165,6 +170,11 @@ class Pipeline:
             return
         message = record.message
         recv_ns = self._clock_ns()
+        if self._registry_down_until and time.monotonic() < self._registry_down_until:
+            # The registry just failed: do not stall the reader on it for every record.
+            reason = "schema registry unavailable (waiting before the next try)"
+            self._dead_letter(record.raw, reason, "RegistryUnavailable", event.label, mtyp)
+            return
         try:
             if record.deleted:
                 key = channel.history.plan.key_of(message)
@@ -178,6 +188,10 @@ class Pipeline:
                 value = self.serializer(normalized.value, channel.ctx)
                 key, src_ns = normalized.key, normalized.src_ns
         except CONVERSION_ERRORS as exc:
+            self._dead_letter(record.raw, str(exc), type(exc).__name__, event.label, mtyp)
+            return
+        except RegistryUnavailable as exc:
+            self._registry_down_until = time.monotonic() + REGISTRY_RETRY_AFTER
             self._dead_letter(record.raw, str(exc), type(exc).__name__, event.label, mtyp)
             return
         header = record.header
@@ -420,11 +434,6 @@ async def run_bridge(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
 
-    admin = AdminClient(dict(kafka))
-    await _ensure_topics_with_retry(admin, topic_specs(settings, subs, catalog), settings, stop)
-    if stop.is_set():
-        return 0
-
     fatal: list[ProducerFatal] = []
 
     def on_fatal(error: ProducerFatal) -> None:
@@ -435,6 +444,14 @@ async def run_bridge(
         kafka, queue_max_messages=settings.bridge_queue_max_messages, on_fatal=on_fatal
     )
     sink.start()
+    # The producer first (above): a configuration it cannot work with fails before the wait
+    # for the broker.
+    admin_config: dict[str, Any] = {**kafka, "logger": logging.getLogger("librdkafka")}
+    admin = AdminClient(admin_config)
+    await _ensure_topics_with_retry(admin, topic_specs(settings, subs, catalog), settings, stop)
+    if stop.is_set():
+        sink.close()
+        return 0
     serializer: ValueSerializer
     if registry is not None:
         serializer = ConfluentSerializer(registry)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bridge import __version__
 from bridge.app import run_bridge
-from bridge.errors import ConfigError
+from bridge.errors import BridgeError, ConfigError
 from bridge.mlink.catalog import default_catalog
 from bridge.settings import load_settings
 from bridge.simulator.market import DEFAULT_TYPES
@@ -158,6 +158,58 @@ def _tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _topics() -> int:
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+    from bridge.app import topic_specs  # noqa: PLC0415
+    from bridge.sink.topics import TopicError, ensure_topics  # noqa: PLC0415
+
+    try:
+        settings = load_settings()
+        specs = topic_specs(settings, settings.subscriptions(), default_catalog())
+        report = ensure_topics(
+            AdminClient(dict(settings.kafka_properties)),
+            specs,
+            create=settings.bridge_create_topics,
+            allow_non_compacted=settings.bridge_allow_non_compacted,
+        )
+    except (ConfigError, TopicError) as exc:
+        print(f"mlink-bridge topics: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    for name in report.created:
+        print(f"created  {name}")
+    for name in report.verified:
+        print(f"verified {name}")
+    return 0
+
+
+def _schemas() -> int:
+    import json  # noqa: PLC0415
+
+    from bridge.app import view_names  # noqa: PLC0415
+    from bridge.sink.avro import avro_schema  # noqa: PLC0415
+    from transforms import TransformOptions, compile_plan  # noqa: PLC0415
+
+    try:
+        settings = load_settings()
+        subs = settings.subscriptions()
+    except ConfigError as exc:
+        print(f"mlink-bridge schemas: {exc}", file=sys.stderr)
+        return 2
+    catalog = default_catalog()
+    for sub in subs:
+        spec = catalog.get(sub.msg_name)
+        if spec is None:
+            print(f"mlink-bridge schemas: unknown msgName {sub.msg_name!r}", file=sys.stderr)
+            return 2
+        options = TransformOptions(view=view_names(sub.view), rename=sub.rename, drop=sub.drop)
+        schema = avro_schema(compile_plan(spec, options, catalog))
+        topic = settings.topic_for(sub, spec.name)
+        print(f"# {sub.name} -> {topic} (subject {topic}-value)")
+        print(json.dumps(schema, indent=2))
+    return 0
+
+
 def _run() -> int:
     try:
         settings = load_settings()
@@ -165,6 +217,9 @@ def _run() -> int:
     except ConfigError as exc:
         print(f"mlink-bridge: configuration problem:\n{exc}", file=sys.stderr)
         return 2
+    except BridgeError as exc:
+        print(f"mlink-bridge: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _simulate_parser(sub)
     sub.add_parser("run", help="the connector: MLink -> Kafka, configured by the environment")
+    sub.add_parser("topics", help="create or verify the compacted topics for the configuration")
+    sub.add_parser("schemas", help="print the Avro schemas the bridge will write")
     tail = sub.add_parser("tail", help="print the decoded latest records of a topic")
     tail.add_argument("msg_name", help="message type, e.g. StockBookQuote")
     tail.add_argument("-n", type=_positive_int, default=10, help="how many keys (10)")
@@ -199,4 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run()
     if args.command == "tail":
         return _tail(args)
+    if args.command == "topics":
+        return _topics()
+    if args.command == "schemas":
+        return _schemas()
     return 2

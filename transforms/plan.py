@@ -288,13 +288,17 @@ class RecordPlan:
         Names are added in sorted order so that every instance seeing the same fields builds
         the same plan. A JSON null tells nothing about a field's type: such fields stay unknown
         until a value arrives. Names that cannot be field names (`a-b`), or that clash with an
-        output name, are ignored from then on.
+        output name, are ignored from then on; so is every new field when the options have a
+        view, which asks for the named fields only.
         """
         taken = {f.name for f in self.output_fields} | {"pkey"}
         added: list[OutputField] = []
         ignored = set(self.ignored)
         for name in sorted(unknown):
             if name in self.known:
+                continue
+            if self.options.view:
+                ignored.add(name)
                 continue
             kind = infer_kind(unknown[name])
             if kind is None:

@@ -115,6 +115,7 @@ class KafkaSink:
         """Create the producer and the delivery-report thread (no network I/O blocks here)."""
         config = dict(self._config)
         config["error_cb"] = self._on_error
+        config.setdefault("logger", logging.getLogger("librdkafka"))  # not raw stderr
         log.info("producer config: %s", redacted(self._config))
         try:
             self._producer = Producer(config)

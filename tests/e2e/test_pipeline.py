@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bridge.app import Pipeline, run_bridge
@@ -234,3 +238,79 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_stream_goes_on(
             assert_topics_match_truth, read_topic, broker, "e4.", truth, lookup
         )
         assert checked > 50
+
+
+async def test_a_registry_that_hangs_costs_dead_letters_not_the_stream(
+    tmp_path: Path, read_topic: Any
+) -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accept, read nothing, answer nothing
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = SimulatorConfig(rate=300, tickers=5, msg_names=TYPES)
+    try:
+        with EmbeddedBroker() as broker:
+            async with Simulator(config) as sim:
+                env = env_for(
+                    sim,
+                    broker,
+                    "e5.",
+                    SCHEMA_REGISTRY_URL=f"http://127.0.0.1:{port}",
+                    SCHEMA_REGISTRY_TIMEOUT="1",
+                )
+                code, _ = await run_until(
+                    env,
+                    lambda p, s, c: (
+                        p.stats.dead_letters >= 50 and all(v == "live" for v in p.states.values())
+                    ),
+                )
+            assert code == 0
+            dlq = read_topic(broker.bootstrap, "e5._dlq", 1)
+            stages = {dict(m.headers())["dlq.stage"].decode() for m in dlq.messages}
+            assert stages == {"RegistryUnavailable"}
+            reasons = " ".join(dict(m.headers())["dlq.reason"].decode() for m in dlq.messages)
+            assert "unreachable" in reasons or "unavailable" in reasons
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
+        await server.wait_closed()
+
+
+async def test_a_fatal_producer_error_stops_the_bridge_with_exit_code_1() -> None:
+    config = SimulatorConfig(rate=300, tickers=5, msg_names=TYPES)
+    with EmbeddedBroker() as broker:
+        async with Simulator(config) as sim:
+            settings = load_settings(env_for(sim, broker, "e6."))
+            stop = asyncio.Event()
+
+            def inject(pipeline: Pipeline, sink: KafkaSink, connector: Connector) -> None:
+                # What librdkafka reports when idempotence can no longer be guaranteed.
+                error = KafkaError(KafkaError._FATAL, "UNKNOWN_PRODUCER_ID (simulated)", fatal=True)
+                asyncio.get_running_loop().call_later(1.0, sink._on_error, error)
+
+            async with asyncio.timeout(60):
+                code = await run_bridge(settings, stop=stop, on_pipeline=inject)
+    assert code == 1
+
+
+def test_a_producer_configuration_that_cannot_work_exits_non_zero() -> None:
+    env = {
+        **os.environ,
+        "BRIDGE_SUBSCRIPTIONS": '[{"msgName": "StockPrint"}]',
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "KAFKA_ACKS": "1",  # idempotence needs acks=all
+        "BRIDGE_CREATE_TOPICS": "false",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge", "run"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert b"Traceback" not in proc.stderr

@@ -1,15 +1,7 @@
-"""Sink test data: wire bodies from the simulator's market, as the bridge receives them.
-
-Also makes `import transforms` find the package, not the `tests/transforms` directory: pytest
-(prepend import mode, no __init__.py files) puts `tests/` on sys.path, where `transforms` is a
-namespace package that would shadow the real one; with the project root on sys.path too, the
-regular package wins. `pythonpath = ["."]` in pytest's configuration would do this for all tests.
-"""
+"""Sink test data: wire bodies from the simulator's market, as the bridge receives them."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,10 +9,6 @@ import pytest
 
 from bridge.mlink.catalog import default_catalog
 from bridge.simulator.market import DEFAULT_TYPES, Market
-
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.append(_ROOT)
 
 NOW = 1_726_000_000_123_456_789
 # The default types, a generic one, and the two types with repeated groups.

@@ -321,3 +321,15 @@ def test_a_learned_name_that_clashes_with_a_rename_is_ignored() -> None:
     record = learned.apply({"pkey": {"ticker": AAPL}, "bidPrice1": 2.0, "bid": 1.0})
     assert record.value["bid"] == 2.0
     assert record.unknown == {}
+
+
+def test_a_view_wants_no_new_fields() -> None:
+    p = plan("StockBookQuote", view=("bidPrice1",))
+    record = p.apply({"pkey": {"ticker": AAPL}, "bidPrice1": 1.5, "brandNew": 1})
+    assert record.unknown == {"brandNew": 1}
+    learned = p.with_extra_fields(record.unknown)
+    assert learned.extra_fields == ()
+    assert "brandNew" in learned.ignored
+    again = learned.apply({"pkey": {"ticker": AAPL}, "bidPrice1": 1.5, "brandNew": 1})
+    assert again.unknown == {}
+    assert again.value == {"pkey": {"ticker": AAPL}, "bidPrice1": 1.5}
