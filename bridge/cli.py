@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     _simulate_parser(sub)
     sub.add_parser("run", help="the connector: MLink -> Kafka, configured by the environment")
     sub.add_parser("topics", help="create or verify the compacted topics for the configuration")
+    bench = sub.add_parser("bench", help="throughput and latency beside raw ceilings")
+    bench.add_argument("--seconds", type=float, default=10.0, help="each measurement window")
+    bench.add_argument("--rate", type=float, default=150_000, help="simulator updates/s offered")
     sub.add_parser("schemas", help="print the Avro schemas the bridge will write")
     tail = sub.add_parser("tail", help="print the decoded latest records of a topic")
     tail.add_argument("msg_name", help="message type, e.g. StockBookQuote")
@@ -258,6 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _tail(args)
     if args.command == "topics":
         return _topics()
+    if args.command == "bench":
+        from bridge.bench import run_bench  # noqa: PLC0415 - needs the dev extras
+
+        return asyncio.run(run_bench(args.seconds, args.rate))
     if args.command == "schemas":
         return _schemas()
     return 2

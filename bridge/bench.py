@@ -1,0 +1,271 @@
+"""`mlink-bridge bench`: the bridge's throughput and latency beside raw ceilings, in one run.
+
+Everything runs on this machine, at the same time of day, so the ratios mean something even
+where the absolute numbers do not (shared CI machines are noisy):
+
+* ceiling 1, raw websocket read: a client that receives from the simulator and discards;
+* ceiling 2, raw produce: pre-serialized ~300-byte values with the bridge's producer settings;
+* the bridge: simulator -> bridge -> broker, records delivered per second, and the latency from
+  each record's source timestamp to its delivery report (live records only);
+* the transform+encode stage alone, on one core;
+* latency at a fixed 10k records/s offered by the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from bridge.app import Pipeline, run_bridge
+from bridge.embedded import EmbeddedBroker
+from bridge.io.connector import Connector
+from bridge.mlink.catalog import default_catalog
+from bridge.settings import load_settings
+from bridge.simulator.market import Market
+from bridge.sink.avro import SchemaHistory
+from bridge.sink.kafka import LATENCY_BUCKETS_MS, KafkaSink, OutRecord, SinkStats
+from bridge.sink.topics import TopicSpec, ensure_topics
+from transforms import TransformOptions, compile_plan
+
+TYPES = ("StockBookQuote", "StockPrint", "OptionNbboQuote")
+
+
+@dataclass
+class Result:
+    name: str
+    rate: float
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+    def line(self) -> str:
+        latency = ""
+        if self.p50_ms is not None:
+            latency = f"   p50 <= {self.p50_ms:g} ms, p99 <= {self.p99_ms:g} ms"
+        return f"{self.name:<42} {self.rate:>10,.0f} records/s{latency}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class _SimulatorProcess:
+    def __init__(self, rate: float, tickers: int = 100) -> None:
+        self.port = _free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bridge",
+                "--log-level",
+                "WARNING",
+                "simulate",
+                "--port",
+                str(self.port),
+                "--rate",
+                str(rate),
+                "--tickers",
+                str(tickers),
+                "--types",
+                ",".join(TYPES),
+                "--delete-rate",
+                "0",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    break
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("the simulator did not start")
+            time.sleep(0.1)
+
+    def url(self, path: str = "/mlink/jsonf") -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _window(stats: SinkStats) -> tuple[int, list[int]]:
+    return stats.delivered, list(stats.latency_ms)
+
+
+def _quantile(counts: list[int], q: float) -> float | None:
+    total = sum(counts)
+    if not total:
+        return None
+    seen = 0
+    for i, count in enumerate(counts):
+        seen += count
+        if seen >= q * total:
+            return float(LATENCY_BUCKETS_MS[i]) if i < len(LATENCY_BUCKETS_MS) else float("inf")
+    return float("inf")
+
+
+async def raw_websocket(seconds: float, rate: float) -> Result:
+    import websockets  # noqa: PLC0415 - the bench reads the wire directly on purpose
+
+    sim = _SimulatorProcess(rate)
+    try:
+        async with websockets.connect(
+            sim.url(),
+            additional_headers={"Authorization": "Bearer demo-key"},
+            max_size=None,
+            compression=None,
+        ) as ws:
+            for name in TYPES:
+                msg = {"queryLabel": name, "activeLatency": 0, "msgName": name}
+                await ws.send(orjson.dumps({"header": {"mTyp": "MLinkStream"}, "message": msg}))
+            count, started = 0, time.monotonic()
+            while (elapsed := time.monotonic() - started) < seconds:
+                payload = await ws.recv()
+                assert isinstance(payload, bytes)
+                count += payload.count(b"\r\nJ")
+        return Result("ceiling 1: raw websocket read (discard)", count / elapsed)
+    finally:
+        sim.stop()
+
+
+def raw_produce(bootstrap: str, count: int) -> Result:
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+    topic = f"bench.raw.{time.time_ns()}"
+    ensure_topics(AdminClient({"bootstrap.servers": bootstrap}), [TopicSpec(topic, 3)])
+    sink = KafkaSink({"bootstrap.servers": bootstrap}, queue_max_messages=200_000)
+    sink.start()
+    value = b"x" * 300
+    keys = [f"KEY-{i}-NMS-EQT".encode() for i in range(2000)]
+    try:
+        sink.send(OutRecord(topic, b"warm-up", value))
+        sink.flush(30)
+        delivered, latency = _window(sink.stats)
+        started = time.monotonic()
+        for i in range(count):
+            while True:
+                before = sink.stats.produced
+                sink.send(OutRecord(topic, keys[i % len(keys)], value, src_ns=time.time_ns()))
+                if sink.stats.produced > before:
+                    break
+                sink.pump()  # the queue is full: let librdkafka drain (no conflation here)
+                time.sleep(0.001)
+        sink.flush(120)
+        elapsed = time.monotonic() - started
+        counts = [b - a for a, b in zip(latency, sink.stats.latency_ms, strict=True)]
+        rate = (sink.stats.delivered - delivered) / elapsed
+        return Result(
+            "ceiling 2: raw produce (pre-serialized)",
+            rate,
+            _quantile(counts, 0.5),
+            _quantile(counts, 0.99),
+        )
+    finally:
+        sink.close()
+
+
+async def bridge(bootstrap: str, seconds: float, rate: float, name: str) -> Result:
+    sim = _SimulatorProcess(rate)
+    prefix = f"bench{time.time_ns()}."
+    try:
+        env = {
+            "MLINK_URL": sim.url(),
+            "MLINK_API_KEY": "demo-key",
+            "BRIDGE_SUBSCRIPTIONS": json.dumps([{"msgName": t, "activeLatency": 0} for t in TYPES]),
+            "BRIDGE_TOPIC_PREFIX": prefix,
+            "BRIDGE_TOPIC_PARTITIONS": "3",
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "LOG_LEVEL": "WARNING",
+        }
+        stop = asyncio.Event()
+        parts: list[tuple[Pipeline, KafkaSink, Connector]] = []
+        outcome: list[Result] = []
+
+        async def measure() -> None:
+            while not parts or not all(v == "live" for v in parts[0][0].states.values()):
+                await asyncio.sleep(0.1)
+            sink = parts[0][1]
+            await asyncio.sleep(1.0)  # past the snapshot's deliveries
+            delivered, latency = _window(sink.stats)
+            started = time.monotonic()
+            await asyncio.sleep(seconds)
+            elapsed = time.monotonic() - started
+            counts = [b - a for a, b in zip(latency, sink.stats.latency_ms, strict=True)]
+            outcome.append(
+                Result(
+                    name,
+                    (sink.stats.delivered - delivered) / elapsed,
+                    _quantile(counts, 0.5),
+                    _quantile(counts, 0.99),
+                )
+            )
+            stop.set()
+
+        watcher = asyncio.create_task(measure())
+        await run_bridge(load_settings(env), stop=stop, on_pipeline=lambda *p: parts.append(p))
+        watcher.cancel()
+        return outcome[0]
+    finally:
+        sim.stop()
+
+
+def transform_encode(count: int = 60_000) -> Result:
+    catalog = default_catalog()
+    market = Market(catalog, msg_names=TYPES, tickers=100)
+    bodies = [
+        (obj.msg_name, orjson.dumps(obj.message)) for obj in (market.step() for _ in range(count))
+    ]
+    messages = [(name, orjson.loads(body)) for name, body in bodies]
+    histories = {
+        name: SchemaHistory(compile_plan(catalog.get(name), TransformOptions(), catalog))  # type: ignore[arg-type]
+        for name in TYPES
+    }
+    started = time.perf_counter()
+    for name, message in messages:
+        history = histories[name]
+        record = history.plan.apply(message)
+        history.current.encode(record.value, b"")
+    elapsed = time.perf_counter() - started
+    return Result("transform + Avro encode stage (one core)", count / elapsed)
+
+
+async def run_bench(seconds: float, rate: float) -> int:
+    calibration = time.perf_counter()
+    for _ in range(2000):
+        sum(range(1000))
+    loop_us = (time.perf_counter() - calibration) / 2000 * 1e6
+    print(f"machine speed: sum(range(1000)) takes {loop_us:.1f} µs (a typical laptop: ~8 µs)")
+    results = [transform_encode()]
+    print(results[-1].line(), flush=True)
+    results.append(await raw_websocket(seconds, rate))
+    print(results[-1].line(), flush=True)
+    with EmbeddedBroker() as broker:
+        results.append(await asyncio.to_thread(raw_produce, broker.bootstrap, 100_000))
+        print(results[-1].line(), flush=True)
+        results.append(await bridge(broker.bootstrap, seconds, rate, "bridge: simulator -> Kafka"))
+        print(results[-1].line(), flush=True)
+        results.append(
+            await bridge(broker.bootstrap, seconds, 10_000, "bridge at 10k records/s offered")
+        )
+        print(results[-1].line(), flush=True)
+    ceiling = min(results[1].rate, results[2].rate)
+    print(
+        f"\nbridge / lower ceiling = {results[3].rate / ceiling:.0%} "
+        f"(target >= 60%); transform+encode target >= 150k/s on a typical laptop"
+    )
+    return 0
