@@ -12,8 +12,19 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from bridge.sink.serialization import DecodeError, SchemaLookup, decode_value
 
 
-def read_all(bootstrap: str, topic: str, timeout: float = 20.0, **config: str) -> list[Message]:
-    """Every record of a topic: assign() all partitions from the start, read to partition EOF."""
+def read_all(
+    bootstrap: str,
+    topic: str,
+    timeout: float = 20.0,
+    errors: list[KafkaError] | None = None,
+    **config: str,
+) -> list[Message]:
+    """Every record of a topic: assign() all partitions from the start, read to partition EOF.
+
+    The end is the partition-EOF event, not the high watermark (some brokers report it late).
+    Consumer errors go to `errors` when given. Raises TimeoutError if a partition's end is not
+    reached within `timeout`.
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -41,9 +52,13 @@ def read_all(bootstrap: str, topic: str, timeout: float = 20.0, **config: str) -
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     at_eof.add(msg.partition() or 0)
+                elif errors is not None:
+                    errors.append(error)
                 continue
             at_eof.discard(msg.partition() or 0)
             out.append(msg)
+        if len(at_eof) < len(partitions):
+            raise TimeoutError(f"{topic}: not every partition reached its end in {timeout:.0f}s")
         return out
     finally:
         consumer.close()
