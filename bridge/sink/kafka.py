@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, Message, Producer
 
 from bridge.errors import BridgeError
 from bridge.settings import PRODUCER_DEFAULTS, redacted
@@ -108,6 +108,8 @@ class KafkaSink:
         self._stop = threading.Event()
         self._fatal: ProducerFatal | None = None
         self.stats = SinkStats()
+        self._report = self._delivered_plain
+        self._report_timed = self._delivered_timed
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -170,7 +172,7 @@ class KafkaSink:
         producer = self._require()
 
         def report(err: KafkaError | None, msg: Message) -> None:
-            self._delivered(err, msg, None)
+            self._delivered(err, msg, False)
             done(err.str() if err is not None else None)
 
         while True:
@@ -211,7 +213,6 @@ class KafkaSink:
 
     def _produce(self, record: OutRecord) -> bool:
         producer = self._require()
-        src_ns = record.src_ns
         try:
             producer.produce(
                 record.topic,
@@ -219,7 +220,9 @@ class KafkaSink:
                 key=record.key,
                 headers=record.headers,
                 timestamp=record.timestamp_ms,
-                on_delivery=lambda err, msg: self._delivered(err, msg, src_ns),
+                # Bound once in __init__: no closure per record. A timed record's latency is
+                # read back from its own timestamp (the source time, in ms) when the ack comes.
+                on_delivery=self._report_timed if record.src_ns else self._report,
             )
         except BufferError:
             return False
@@ -245,7 +248,7 @@ class KafkaSink:
                 return
             producer.poll(0.05)
 
-    def _delivered(self, err: KafkaError | None, msg: Message, src_ns: int | None) -> None:
+    def _delivered(self, err: KafkaError | None, msg: Message, timed: bool) -> None:
         stats = self.stats
         if err is not None:
             stats.failed += 1
@@ -256,8 +259,16 @@ class KafkaSink:
                 self._fail(ProducerFatal(f"producer fatal error: {err.str()}"))
             return
         stats.delivered += 1
-        if src_ns:
-            stats.observe_latency((self._clock_ns() - src_ns) / 1e6)
+        if timed:
+            kind, stamp_ms = msg.timestamp()
+            if kind != TIMESTAMP_NOT_AVAILABLE:
+                stats.observe_latency(self._clock_ns() / 1e6 - stamp_ms)
+
+    def _delivered_plain(self, err: KafkaError | None, msg: Message) -> None:
+        self._delivered(err, msg, False)
+
+    def _delivered_timed(self, err: KafkaError | None, msg: Message) -> None:
+        self._delivered(err, msg, True)
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
