@@ -316,6 +316,7 @@ def subscription_specs(
                 sub.name,
                 _request_builder(sub, spec.name),
                 sub.stale_after if sub.stale_after is not None else settings.mlink_stale_after,
+                accepts_for(sub, spec, catalog),
             )
         )
     return specs
@@ -346,14 +347,20 @@ def _request_builder(
     return build
 
 
-def accepts_for(sub: SubscriptionConfig, spec: MessageSpec, catalog: Catalog) -> Any:
-    """The subscription's own filter, so that same-type subscriptions are told apart."""
+def accepts_for(
+    sub: SubscriptionConfig, spec: MessageSpec, catalog: Catalog
+) -> Callable[[Mapping[str, Any]], bool] | None:
+    """The subscription's own filter, so that same-type subscriptions are told apart. A where
+    clause MLink would accept but this evaluator cannot read is a configuration error."""
     if sub.mode is Mode.SUBSCRIBE:
         keys = set(sub.keys)
         plan = compile_plan(spec, TransformOptions(), catalog)
         return lambda message: _safe_key(plan.key_of, message) in keys
     if sub.where:
-        return compile_where(sub.where, spec, catalog=catalog)
+        try:
+            return compile_where(sub.where, spec, catalog=catalog)
+        except ValueError as exc:
+            raise ConfigError(f"BRIDGE_SUBSCRIPTIONS: {sub.name}: where: {exc}") from None
     return None
 
 
@@ -469,14 +476,6 @@ async def run_bridge(
     else:
         serializer = SingleObjectSerializer(SchemaTopicPublisher(sink, settings.schemas_topic))
 
-    by_label = {s.name: s for s in subs}
-    session_subs = []
-    for spec in specs:
-        sub = by_label[spec.label]
-        msg_spec = catalog.get(sub.msg_name)
-        assert msg_spec is not None
-        session_subs.append(spec)
-        _ = accepts_for(sub, msg_spec, catalog)  # validates the where clause at start
     connector = Connector(
         ConnectorConfig(
             settings.mlink_url,
@@ -488,7 +487,7 @@ async def run_bridge(
             resume_highwater=settings.mlink_resume is ResumeMode.HIGHWATER,
             jwt_file=settings.mlink_jwt_file,
         ),
-        session_subs,
+        specs,
         policy=ReconnectPolicy.from_limits(
             settings.mlink_reconnect_min,
             settings.mlink_reconnect_max,
@@ -506,8 +505,10 @@ async def run_bridge(
             await asyncio.sleep(0.02)
 
     async def read() -> None:
-        async for event in connector.events():
-            pipeline.handle(event)
+        handle = pipeline.handle
+        async for batch in connector.batches():
+            for event in batch:
+                handle(event)
 
     pumper = asyncio.create_task(pump(), name="sink-pump")
     reader = asyncio.create_task(read(), name="mlink-reader")

@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
@@ -67,6 +68,7 @@ class SubscriptionSpec:
     label: str
     request: Callable[[int | None], MLinkStream | MLinkSubscribe | MLinkQuery]
     stale_after: float = 0.0
+    accepts: Callable[[Mapping[str, Any]], bool] | None = None  # see session.Subscription
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,14 +149,22 @@ class Connector:
         return self._stopping.is_set()
 
     async def events(self) -> AsyncIterator[ConnectorEvent]:
+        """Every event, one at a time (see `batches` for the fast path)."""
+        async for batch in self.batches():
+            for event in batch:
+                yield event
+
+    async def batches(self) -> AsyncIterator[list[ConnectorEvent]]:
+        """The events, a websocket payload's worth at a time: one await per payload, not one
+        per record."""
         attempt = 0
         while not self.stopping:
             up_at: float | None = None
             try:
-                async for event in self._connection(attempt):
-                    if isinstance(event, ConnectionUp):
+                async for batch in self._connection(attempt):
+                    if up_at is None and isinstance(batch[0], ConnectionUp):
                         up_at = self._clock()
-                    yield event
+                    yield batch
                 raise _Failed(Failure.CLOSED, "connection ended")
             except _Failed as failed:
                 if self.stopping:
@@ -163,7 +173,7 @@ class Connector:
                 attempt = 1 if healthy else attempt + 1
                 self.failures[failed.failure] += 1
                 delay = self.policy.delay(failed.failure, attempt)
-                yield ConnectionDown(failed.failure, failed.detail, delay, attempt)
+                yield [ConnectionDown(failed.failure, failed.detail, delay, attempt)]
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._stopping.wait()
@@ -174,7 +184,7 @@ class Connector:
         out = []
         for spec in self.subscriptions:
             mark = self._highwater.get(spec.label) if self.config.resume_highwater else None
-            out.append(Subscription(spec.label, spec.request(mark)))
+            out.append(Subscription(spec.label, spec.request(mark), spec.accepts))
         return out
 
     async def _open(self, creds: Credentials) -> ClientConnection:
@@ -199,7 +209,7 @@ class Connector:
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise _Failed(Failure.CONNECT, f"cannot connect: {type(exc).__name__}: {exc}") from None
 
-    async def _connection(self, attempt: int) -> AsyncIterator[ConnectorEvent]:
+    async def _connection(self, attempt: int) -> AsyncIterator[list[ConnectorEvent]]:
         try:
             creds = self.config.credentials()
         except BridgeError as exc:  # an unreadable JWT file, say: wait as for refused auth
@@ -221,23 +231,31 @@ class Connector:
         watchdog = asyncio.create_task(watch.run(), name="mlink-watchdog")
         goodnight = False
         try:
-            yield ConnectionUp(attempt)
+            yield [ConnectionUp(attempt)]
             session.connected()
             for request in session.data_to_send():
                 await ws.send(request)
             async for payload in ws:
+                batch: list[ConnectorEvent] = []
+                failed: _Failed | None = None
                 for event in session.receive(payload):
                     watch.saw(event)
                     if isinstance(event, AuthFailed):
-                        raise _Failed(Failure.AUTH, f"MLink refused the credentials: {event.state}")
+                        failed = _Failed(
+                            Failure.AUTH, f"MLink refused the credentials: {event.state}"
+                        )
+                        break
                     if isinstance(event, ServerClosing):
                         goodnight = True
+                    batch.append(event)
                     if isinstance(event, SubscriptionEnded):
-                        yield event
-                        raise _Failed(
-                            Failure.PROTOCOL, f"subscription {event.label} ended: {event.state}"
-                        )
-                    yield event
+                        detail = f"subscription {event.label} ended: {event.state}"
+                        failed = _Failed(Failure.PROTOCOL, detail)
+                        break
+                if batch:
+                    yield batch
+                if failed is not None:
+                    raise failed
                 for out in session.data_to_send():
                     await ws.send(out)
             raise _Failed(*watch.why_closed(ws, goodnight))
