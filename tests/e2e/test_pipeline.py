@@ -314,3 +314,37 @@ def test_a_producer_configuration_that_cannot_work_exits_non_zero() -> None:
     )
     assert proc.returncode != 0
     assert b"Traceback" not in proc.stderr
+
+
+async def test_a_broker_down_at_start_is_waited_for_and_nothing_is_lost(
+    tmp_path: Path, read_topic: Any
+) -> None:
+    truth = tmp_path / "truth.jsonl"
+    config = SimulatorConfig(rate=400, tickers=10, truth=truth, delete_rate=0.02, msg_names=TYPES)
+    broker = EmbeddedBroker()  # its port is chosen, nothing listens on it yet
+    try:
+        async with Simulator(config) as sim:
+
+            async def start_broker_late() -> None:
+                await asyncio.sleep(3.0)
+                await asyncio.to_thread(broker.start)
+
+            late = asyncio.create_task(start_broker_late())
+            code, pipeline = await run_until(
+                env_for(sim, broker, "e7."),
+                lambda p, s, c: (
+                    broker.pid is not None
+                    and sum(p.stats.records_out.values()) > 1500
+                    and all(v == "live" for v in p.states.values())
+                ),
+            )
+            await late
+        assert code == 0
+        assert pipeline.stats.dead_letters == 0
+        lookup = schemas_from_topic(read_topic, broker, "e7.")
+        checked = await asyncio.to_thread(
+            assert_topics_match_truth, read_topic, broker, "e7.", truth, lookup
+        )
+        assert checked > 100
+    finally:
+        broker.stop()
