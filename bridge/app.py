@@ -170,7 +170,8 @@ class Pipeline:
             return
         message = record.message
         recv_ns = self._clock_ns()
-        if self._registry_down_until and time.monotonic() < self._registry_down_until:
+        waiting = self._registry_down_until and time.monotonic() < self._registry_down_until
+        if waiting and not record.deleted:  # a tombstone needs no schema
             # The registry just failed: do not stall the reader on it for every record.
             reason = "schema registry unavailable (waiting before the next try)"
             self._dead_letter(record.raw, reason, "RegistryUnavailable", event.label, mtyp)
@@ -295,7 +296,8 @@ class Pipeline:
             ("dlq.source", label or ""),
             ("mlink.msg", mtyp),
         ]
-        key = f"{label or ''}:{mtyp}".encode()
+        # A unique key: dead letters are evidence, never conflated with one another.
+        key = f"{label or ''}:{mtyp}:{self.stats.dead_letters}".encode()
         self.sink.send(OutRecord(self.settings.dlq_topic, key, raw, headers))
 
 
@@ -533,6 +535,9 @@ async def run_bridge(
             left,
             settings.bridge_flush_timeout,
         )
+        return 1
+    if sink.stats.failed:
+        log.error("shutdown: %d records failed delivery: %s", sink.stats.failed, sink.stats.errors)
         return 1
     log.info("shutdown: every record delivered (%d)", sink.stats.delivered)
     return 0

@@ -158,13 +158,10 @@ def raw_produce(bootstrap: str, count: int) -> Result:
         delivered, latency = _window(sink.stats)
         started = time.monotonic()
         for i in range(count):
-            while True:
-                before = sink.stats.produced
-                sink.send(OutRecord(topic, keys[i % len(keys)], value, src_ns=time.time_ns()))
-                if sink.stats.produced > before:
-                    break
-                sink.pump()  # the queue is full: let librdkafka drain (no conflation here)
+            sink.send(OutRecord(topic, keys[i % len(keys)], value, src_ns=time.time_ns()))
+            while sink.overflowing:  # the queue is full: wait for room (no conflation here)
                 time.sleep(0.001)
+                sink.pump()
         sink.flush(120)
         elapsed = time.monotonic() - started
         counts = [b - a for a, b in zip(latency, sink.stats.latency_ms, strict=True)]

@@ -31,7 +31,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bridge.errors import ConfigError
 
 DEFAULT_MLINK_URL = "wss://mlink-live.nms.saturn.spiderrockconnect.com/mlink/json"
-SECRET_WORDS = ("password", "secret", "user.info", "token", "jwt", "key.pem")
+SECRET_WORDS = ("password", "secret", "user.info", "token", "jwt", "key.pem", "oauthbearer.config")
+# Kubernetes service links put KAFKA_PORT, KAFKA_SERVICE_HOST, ... into pods: not properties.
+_SERVICE_LINK = re.compile(r"^KAFKA_(PORT(_\d+_(TCP|UDP)(_\w+)?)?|SERVICE_(HOST|PORT)(_\w+)?)$")
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 class AuthMode(StrEnum):
@@ -66,6 +69,13 @@ class SubscriptionConfig(BaseModel):
     stale_after: float | None = Field(default=None, alias="staleAfter", ge=0)
     rename: dict[str, str] = Field(default_factory=dict)
     drop: tuple[str, ...] = ()
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_name(cls, value: str | None) -> str | None:
+        if value is not None and not _TOPIC_NAME.match(value):
+            raise ValueError("a Kafka topic name allows only letters, digits, '.', '_' and '-'")
+        return value
 
     @model_validator(mode="after")
     def _keys_match_mode(self) -> SubscriptionConfig:
@@ -143,6 +153,17 @@ class Settings(BaseSettings):
             raise ValueError("BRIDGE_SUBSCRIPTIONS and BRIDGE_SUBSCRIPTIONS_FILE are exclusive")
         if self.mlink_reconnect_min > self.mlink_reconnect_max:
             raise ValueError("MLINK_RECONNECT_MIN is above MLINK_RECONNECT_MAX")
+        if self.mlink_auth_backoff_min > self.mlink_auth_backoff_max:
+            raise ValueError("MLINK_AUTH_BACKOFF_MIN is above MLINK_AUTH_BACKOFF_MAX")
+        if self.mlink_url.split("?", 1)[0].rstrip("/").endswith("/proto"):
+            raise ValueError(
+                "MLINK_URL: the protobuf endpoint is not supported yet; "
+                "use /mlink/json or /mlink/jsonf"
+            )
+        if not _TOPIC_NAME.match(self.bridge_topic_prefix + "x"):
+            raise ValueError(
+                "BRIDGE_TOPIC_PREFIX: topic names allow only letters, digits, '.', '_' and '-'"
+            )
         return self
 
     # -- derived -----------------------------------------------------------------------------
@@ -242,6 +263,8 @@ def librdkafka(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     env = os.environ if environ is None else environ
     out: dict[str, str] = {}
     for name, value in env.items():
+        if _SERVICE_LINK.match(name.upper()):
+            continue
         if name.upper().startswith("KAFKA_") and len(name) > len("KAFKA_"):
             out[name[len("KAFKA_") :].lower().replace("_", ".")] = value
     return out

@@ -106,6 +106,7 @@ class KafkaSink:
         self._overflow: dict[tuple[str, bytes], OutRecord] = {}
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()
+        self._poll_lock = threading.Lock()
         self._fatal: ProducerFatal | None = None
         self.stats = SinkStats()
         self._report = self._delivered_plain
@@ -131,10 +132,11 @@ class KafkaSink:
         undelivered (in the producer's queue or the overflow)."""
         deadline = time.monotonic() + timeout
         producer = self._require()
-        while self._overflow and time.monotonic() < deadline:
-            self.pump()
-            producer.flush(min(0.1, max(0.0, deadline - time.monotonic())))
-        remaining = producer.flush(max(0.0, deadline - time.monotonic()))
+        with self._poll_lock:  # one thread serves delivery reports: the counters have one writer
+            while self._overflow and time.monotonic() < deadline:
+                self.pump()
+                producer.flush(min(0.1, max(0.0, deadline - time.monotonic())))
+            remaining = producer.flush(max(0.0, deadline - time.monotonic()))
         return remaining + len(self._overflow)
 
     def close(self) -> None:
@@ -230,7 +232,14 @@ class KafkaSink:
             error = exc.args[0]
             if isinstance(error, KafkaError) and error.fatal():
                 self._fail(ProducerFatal(f"producer fatal error: {error.str()}"))
-            raise
+                raise
+            # One record librdkafka refuses (too large, say) must not stop the stream: it is
+            # counted as failed, which makes the process exit non-zero at the end.
+            name = error.name() if isinstance(error, KafkaError) else type(exc).__name__
+            self.stats.failed += 1
+            self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
+            log.error("record for %s refused by the producer: %s", record.topic, name)
+            return True
         stats = self.stats
         stats.produced += 1
         if record.value is None:
@@ -246,7 +255,8 @@ class KafkaSink:
             producer = self._producer
             if producer is None:
                 return
-            producer.poll(0.05)
+            with self._poll_lock:
+                producer.poll(0.05)
 
     def _delivered(self, err: KafkaError | None, msg: Message, timed: bool) -> None:
         stats = self.stats

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import pytest
+
+from bridge.errors import ConfigError
+from bridge.settings import librdkafka, load_settings, redacted
+
+SUBS = '[{"msgName": "StockPrint"}]'
+
+
+def test_kafka_variables_become_librdkafka_properties_but_not_service_links() -> None:
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": "b:9092",
+        "KAFKA_SASL_MECHANISM": "PLAIN",
+        "KAFKA_PORT": "tcp://10.0.0.1:9092",  # Kubernetes service links
+        "KAFKA_PORT_9092_TCP_ADDR": "10.0.0.1",
+        "KAFKA_SERVICE_HOST": "10.0.0.1",
+    }
+    assert librdkafka(env) == {"bootstrap.servers": "b:9092", "sasl.mechanism": "PLAIN"}
+
+
+def test_secrets_are_redacted_for_logs() -> None:
+    config = {
+        "sasl.password": "p1",
+        "sasl.oauthbearer.config": "clientId=a clientSecret=s3",
+        "ssl.key.password": "p2",
+        "bootstrap.servers": "b:9092",
+    }
+    shown = str(redacted(config))
+    for secret in ("p1", "s3", "p2"):
+        assert secret not in shown
+    assert "b:9092" in shown
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"MLINK_URL": "http://x"}, "MLINK_URL"),
+        ({"MLINK_URL": "wss://h/mlink/proto"}, "MLINK_URL"),
+        ({"MLINK_RECONNECT_MIN": "5", "MLINK_RECONNECT_MAX": "1"}, "MLINK_RECONNECT_MIN"),
+        (
+            {"MLINK_AUTH_BACKOFF_MIN": "50", "MLINK_AUTH_BACKOFF_MAX": "10"},
+            "MLINK_AUTH_BACKOFF_MIN",
+        ),
+        ({"BRIDGE_TOPIC_PREFIX": "bad prefix/"}, "BRIDGE_TOPIC_PREFIX"),
+        ({"MLINK_JWT": "a", "MLINK_JWT_FILE": "/tmp/x"}, "MLINK_JWT"),
+        ({"BRIDGE_TOPIC_PARTITIONS": "0"}, "BRIDGE_TOPIC_PARTITIONS"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        load_settings({"BRIDGE_SUBSCRIPTIONS": SUBS, **env})
+
+
+def test_secrets_never_appear_in_errors_or_repr() -> None:
+    settings = load_settings({"MLINK_API_KEY": "k-123", "MLINK_API_PASSWORD": "pw-456"})
+    assert "k-123" not in repr(settings)
+    assert "pw-456" not in repr(settings)
+    assert settings.api_token() == "k-123.pw-456"
+    with pytest.raises(ConfigError) as info:
+        load_settings({"MLINK_API_KEY": "k-123", "MLINK_URL": "nope"})
+    assert "k-123" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("subs", "message"),
+    [
+        ("not json", "not valid JSON"),
+        ("[]", "non-empty list"),
+        ('[{"msgName": "StockPrint", "mode": "subscribe"}]', "needs 'keys'"),
+        ('[{"msgName": "StockPrint", "topic": "a topic"}]', "topic"),
+        ('[{"msgName": "StockPrint"}, {"msgName": "StockPrint"}]', "used twice"),
+        ('[{"msgName": "StockPrint", "colour": "red"}]', "colour"),
+    ],
+)
+def test_bad_subscriptions(subs: str, message: str) -> None:
+    settings = load_settings({"BRIDGE_SUBSCRIPTIONS": subs})
+    with pytest.raises(ConfigError, match=message):
+        settings.subscriptions()
