@@ -20,14 +20,9 @@ import time
 
 import websockets
 
+from bridge.embedded import free_port
+
 TYPES = ("StockBookQuote", "StockPrint", "OptionNbboQuote")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def read(url: str, seconds: float, framed: bool) -> tuple[float, float]:

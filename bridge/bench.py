@@ -25,13 +25,13 @@ from dataclasses import dataclass
 import orjson
 
 from bridge.app import Pipeline, run_bridge
-from bridge.embedded import EmbeddedBroker
+from bridge.embedded import EmbeddedBroker, free_port
 from bridge.io.connector import Connector
 from bridge.mlink.catalog import default_catalog
 from bridge.settings import load_settings
 from bridge.simulator.market import Market
 from bridge.sink.avro import SchemaHistory
-from bridge.sink.kafka import LATENCY_BUCKETS_MS, KafkaSink, OutRecord, SinkStats
+from bridge.sink.kafka import KafkaSink, OutRecord, SinkStats, histogram_quantile
 from bridge.sink.topics import TopicSpec, ensure_topics
 from transforms import TransformOptions, compile_plan
 
@@ -52,16 +52,9 @@ class Result:
         return f"{self.name:<42} {self.rate:>10,.0f} records/s{latency}"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class _SimulatorProcess:
     def __init__(self, rate: float, tickers: int = 100) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -105,18 +98,6 @@ class _SimulatorProcess:
 
 def _window(stats: SinkStats) -> tuple[int, list[int]]:
     return stats.delivered, list(stats.latency_ms)
-
-
-def _quantile(counts: list[int], q: float) -> float | None:
-    total = sum(counts)
-    if not total:
-        return None
-    seen = 0
-    for i, count in enumerate(counts):
-        seen += count
-        if seen >= q * total:
-            return float(LATENCY_BUCKETS_MS[i]) if i < len(LATENCY_BUCKETS_MS) else float("inf")
-    return float("inf")
 
 
 async def raw_websocket(seconds: float, rate: float) -> Result:
@@ -169,8 +150,8 @@ def raw_produce(bootstrap: str, count: int) -> Result:
         return Result(
             "ceiling 2: raw produce (pre-serialized)",
             rate,
-            _quantile(counts, 0.5),
-            _quantile(counts, 0.99),
+            histogram_quantile(counts, 0.5),
+            histogram_quantile(counts, 0.99),
         )
     finally:
         sink.close()
@@ -207,8 +188,8 @@ async def bridge(bootstrap: str, seconds: float, rate: float, name: str) -> Resu
                 Result(
                     name,
                     (sink.stats.delivered - delivered) / elapsed,
-                    _quantile(counts, 0.5),
-                    _quantile(counts, 0.99),
+                    histogram_quantile(counts, 0.5),
+                    histogram_quantile(counts, 0.99),
                 )
             )
             stop.set()

@@ -14,14 +14,9 @@ import time
 import pytest
 import websockets
 
+from bridge.embedded import free_port
+
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:

@@ -74,16 +74,20 @@ class SinkStats:
 
     def latency_quantile(self, q: float) -> float | None:
         """An upper bound for the q-quantile, from the histogram (None before any delivery)."""
-        total = sum(self.latency_ms)
-        if not total:
-            return None
-        rank = q * total
-        seen = 0
-        for i, count in enumerate(self.latency_ms):
-            seen += count
-            if seen >= rank:
-                return float(LATENCY_BUCKETS_MS[i]) if i < len(LATENCY_BUCKETS_MS) else float("inf")
-        return float("inf")
+        return histogram_quantile(self.latency_ms, q)
+
+
+def histogram_quantile(counts: Sequence[int], q: float) -> float | None:
+    """An upper bound for the q-quantile of LATENCY_BUCKETS_MS counts (None when empty)."""
+    total = sum(counts)
+    if not total:
+        return None
+    seen = 0
+    for i, count in enumerate(counts):
+        seen += count
+        if seen >= q * total:
+            return float(LATENCY_BUCKETS_MS[i]) if i < len(LATENCY_BUCKETS_MS) else float("inf")
+    return float("inf")
 
 
 class KafkaSink:
@@ -190,10 +194,6 @@ class KafkaSink:
                 return
             except BufferError:
                 time.sleep(0.01)
-
-    def send_many(self, records: Sequence[OutRecord]) -> None:
-        for record in records:
-            self.send(record)
 
     def pump(self) -> int:
         """Produce held records, oldest first, while the queue has room; returns how many."""
