@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from confluent_kafka.admin import AdminClient
@@ -58,8 +60,8 @@ from bridge.sink.avro import SchemaHistory, SchemaMismatch
 from bridge.sink.kafka import KafkaSink, OutRecord, ProducerFatal
 from bridge.sink.serialization import (
     ConfluentSerializer,
-    RegistryError,
     RegistryUnavailable,
+    SchemaRejected,
     SerializationContext,
     SingleObjectSerializer,
     ValueSerializer,
@@ -69,12 +71,16 @@ from transforms import TransformError, TransformOptions, compile_plan
 
 log = logging.getLogger("mlink.bridge")
 
-# After the registry fails, records that need it go to the dead-letter topic for this long
-# before the next try, so a registry that hangs costs one timeout, not one per record.
-REGISTRY_RETRY_AFTER = 30.0
+# A registration that failed for a reason retrying may fix is tried again after this back-off
+# (doubling per failure); the records waiting for it are held, latest value per key.
+REGISTRY_BACKOFF_MIN = 1.0
+REGISTRY_BACKOFF_MAX = 30.0
+# A schema the registry refused is not asked for again until this long has passed; records that
+# need it go to the dead-letter topic meanwhile.
+REFUSAL_RETRY_AFTER = 300.0
 
 # Why a record can go to the dead-letter topic instead of its own.
-CONVERSION_ERRORS = (KeyFormatError, TransformError, SchemaMismatch, RegistryError)
+CONVERSION_ERRORS = (KeyFormatError, TransformError, SchemaMismatch)
 
 
 def view_names(view: str | None) -> tuple[str, ...]:
@@ -82,6 +88,90 @@ def view_names(view: str | None) -> tuple[str, ...]:
     if not view:
         return ()
     return tuple(n for n in view.replace(",", "|").replace(" ", "|").split("|") if n)
+
+
+class Jobs(Protocol):
+    """Where the pipeline runs work that may block (schema registration), off the event loop.
+    `done(result, error)` and `later` callbacks run on the pipeline's own thread."""
+
+    def run(
+        self,
+        work: Callable[[], bytes],
+        done: Callable[[bytes | None, BaseException | None], None],
+    ) -> None: ...
+
+    def later(self, delay: float, call: Callable[[], None]) -> None: ...
+
+
+class InlineJobs:
+    """Runs work at once, in the caller's thread; timers are kept for the caller to fire (the
+    pipeline's unit tests)."""
+
+    def __init__(self) -> None:
+        self.timers: list[tuple[float, Callable[[], None]]] = []
+
+    def run(
+        self,
+        work: Callable[[], bytes],
+        done: Callable[[bytes | None, BaseException | None], None],
+    ) -> None:
+        try:
+            result = work()
+        except Exception as exc:
+            done(None, exc)
+        else:
+            done(result, None)
+
+    def later(self, delay: float, call: Callable[[], None]) -> None:
+        self.timers.append((delay, call))
+
+
+class LoopJobs:
+    """Runs work in a small thread pool and hands the outcome back to the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="schema")
+        self._closed = False
+        self.running = 0
+
+    def run(
+        self,
+        work: Callable[[], bytes],
+        done: Callable[[bytes | None, BaseException | None], None],
+    ) -> None:
+        if self._closed:
+            return  # shutting down: what is still held is counted as not delivered
+        self.running += 1
+        future = self._loop.run_in_executor(self._pool, work)
+
+        def finished(f: asyncio.Future[bytes]) -> None:
+            self.running -= 1
+            if f.cancelled():
+                done(None, asyncio.CancelledError())
+            elif (error := f.exception()) is not None:
+                done(None, error)
+            else:
+                done(f.result(), None)
+
+        future.add_done_callback(finished)
+
+    def later(self, delay: float, call: Callable[[], None]) -> None:
+        if not self._closed:
+            self._loop.call_later(delay, call)
+
+    def close(self) -> None:
+        self._closed = True
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(slots=True)
+class Held:
+    """A record waiting for its schema to be registered, with what it had on arrival."""
+
+    event: Record
+    recv_ns: int
+    epoch: int
 
 
 @dataclass
@@ -92,8 +182,14 @@ class Channel:
     topic: str
     history: SchemaHistory
     ctx: SerializationContext
-    known_keys: set[bytes] = field(default_factory=set)  # for reconciliation
-    snapshot_keys: set[bytes] | None = None
+    prefix: bytes | None = None  # the framing of ctx.schema, once registered
+    # While a schema is being registered, every record of the channel waits here (latest per
+    # key, so memory is bounded by the number of keys) to keep each key's order.
+    held: dict[bytes, Held] | None = None
+    refused: dict[str, tuple[str, float]] = field(default_factory=dict)  # fingerprint -> why, until
+    backoff: float = 0.0
+    known_keys: set[bytes] = field(default_factory=set)  # written here (with reconciliation on)
+    snapshot_keys: set[bytes] | None = None  # seen in the snapshot under way
 
 
 @dataclass
@@ -103,7 +199,9 @@ class PipelineStats:
     dead_letters: int = 0
     tombstones: int = 0
     reconciled: int = 0
-    schema_versions: int = 0
+    schema_versions: int = 0  # versions added for fields the catalog does not know
+    registry_failures: int = 0
+    held_conflated: int = 0  # held records replaced by a newer one of the same key
 
 
 class Pipeline:
@@ -115,6 +213,8 @@ class Pipeline:
         serializer: ValueSerializer,
         sink: KafkaSink,
         catalog: Catalog | None = None,
+        jobs: Jobs | None = None,
+        highwater: Callable[[str], int | None] | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.settings = settings
@@ -122,12 +222,20 @@ class Pipeline:
         self.subscriptions = {s.name: s for s in subscriptions}
         self.serializer = serializer
         self.sink = sink
+        self.jobs: Jobs = jobs or InlineJobs()
+        self._highwater = highwater
         self._clock_ns = clock_ns
+        self._reconcile_on = settings.bridge_reconcile
         self._channels: dict[tuple[str | None, str], Channel | None] = {}
         self.epochs: dict[str, int] = dict.fromkeys(self.subscriptions, 0)
         self.states: dict[str, str] = dict.fromkeys(self.subscriptions, "connecting")
+        self._since: dict[str, str] = {}
         self.stats = PipelineStats()
-        self._registry_down_until = 0.0
+
+    @property
+    def held(self) -> int:
+        """Records waiting for a schema registration."""
+        return sum(len(c.held) for c in self._channels.values() if c is not None and c.held)
 
     # -- events -------------------------------------------------------------------------------
 
@@ -157,11 +265,12 @@ class Pipeline:
         elif isinstance(event, ProtocolViolation):
             self._dead_letter(event.raw, str(event.error), "protocol", "", "")
 
-    def _record(self, event: Record) -> None:
+    def _record(self, event: Record, held: Held | None = None) -> None:
         record = event.record
         mtyp = record.mtyp
         stats = self.stats
-        stats.records_in[mtyp] = stats.records_in.get(mtyp, 0) + 1
+        if held is None:
+            stats.records_in[mtyp] = stats.records_in.get(mtyp, 0) + 1
         channel = self._channel(event.label, mtyp)
         if channel is None:
             self._dead_letter(
@@ -169,86 +278,170 @@ class Pipeline:
             )
             return
         message = record.message
-        recv_ns = self._clock_ns()
-        waiting = self._registry_down_until and time.monotonic() < self._registry_down_until
-        if waiting and not record.deleted:  # a tombstone needs no schema
-            # The registry just failed: do not stall the reader on it for every record.
-            reason = "schema registry unavailable (waiting before the next try)"
-            self._dead_letter(record.raw, reason, "RegistryUnavailable", event.label, mtyp)
-            return
+        if held is None:
+            held = Held(event, self._clock_ns(), self.epochs.get(event.label or "", 0))
+        value: bytes | None = None
+        src_ns: int | None = None
         try:
-            if record.deleted:
-                key = channel.history.plan.key_of(message)
-                value: bytes | None = None
-                src_ns: int | None = None
+            plan = channel.history.plan
+            if record.deleted or channel.held is not None:
+                key = plan.key_of(message).encode()
+                self._seen(channel, event, key)
+                if channel.held is not None:
+                    self._hold(channel, key, held)
+                    return
             else:
-                normalized = channel.history.plan.apply(message)
+                normalized = plan.apply(message)
+                key = normalized.key.encode()
+                self._seen(channel, event, key)
                 if normalized.unknown:
-                    self._evolve(channel, normalized.unknown)
-                    normalized = channel.history.plan.apply(message)
-                value = self.serializer(normalized.value, channel.ctx)
-                key, src_ns = normalized.key, normalized.src_ns
+                    candidate = _fork(channel.history)
+                    if candidate.evolve(normalized.unknown) is not channel.history.current:
+                        self._need_schema(channel, candidate, key, held)
+                        return
+                    # Nothing representable is new; the plan now ignores those names.
+                    channel.history = candidate
+                    normalized = candidate.plan.apply(message)
+                prefix = channel.prefix
+                if prefix is None:
+                    self._need_schema(channel, channel.history, key, held)
+                    return
+                value = channel.ctx.schema.encode(normalized.value, prefix)
+                src_ns = normalized.src_ns
         except CONVERSION_ERRORS as exc:
             self._dead_letter(record.raw, str(exc), type(exc).__name__, event.label, mtyp)
             return
-        except RegistryUnavailable as exc:
-            self._registry_down_until = time.monotonic() + REGISTRY_RETRY_AFTER
-            self._dead_letter(record.raw, str(exc), type(exc).__name__, event.label, mtyp)
-            return
         header = record.header
-        epoch = self.epochs.get(event.label or "", 0)
         headers: list[tuple[str, str | bytes | None]] = [
             ("mlink.msg", mtyp),
             ("mlink.seq", str(header.get("seqN", ""))),
             ("mlink.sent", str(header.get("sTim", ""))),
             ("mlink.src_ts", str(src_ns) if src_ns else ""),
-            ("bridge.recv_ns", str(recv_ns)),
-            ("bridge.epoch", str(epoch)),
+            ("bridge.recv_ns", str(held.recv_ns)),
+            ("bridge.epoch", str(held.epoch)),
         ]
-        key_bytes = key.encode()
-        stamp_ns = src_ns or recv_ns
+        stamp_ns = src_ns or held.recv_ns
         # Latency is measured on live records only: a snapshot replays old source times.
         latency_from = None if event.snapshot else stamp_ns
         self.sink.send(
-            OutRecord(channel.topic, key_bytes, value, headers, stamp_ns // 1_000_000, latency_from)
+            OutRecord(channel.topic, key, value, headers, stamp_ns // 1_000_000, latency_from)
         )
         stats.records_out[mtyp] = stats.records_out.get(mtyp, 0) + 1
         if value is None:
             stats.tombstones += 1
-            channel.known_keys.discard(key_bytes)
-        else:
-            channel.known_keys.add(key_bytes)
-            if event.snapshot and channel.snapshot_keys is not None:
-                channel.snapshot_keys.add(key_bytes)
+            channel.known_keys.discard(key)
+        elif self._reconcile_on:
+            channel.known_keys.add(key)
 
-    def _evolve(self, channel: Channel, unknown: Mapping[str, Any]) -> None:
-        before = channel.history.current
-        after = channel.history.evolve(unknown)
-        if after is not before:
-            self.stats.schema_versions += 1
-            channel.ctx = SerializationContext(channel.topic, after)
-            log.info(
-                "schema %s evolved to version %d: new fields %s",
-                after.name,
-                after.version,
-                sorted(unknown),
+    def _seen(self, channel: Channel, event: Record, key: bytes) -> None:
+        """A key the snapshot under way holds (counted on arrival, so that a record that then
+        goes to the dead-letter topic is not taken for a deleted one)."""
+        if event.snapshot and channel.snapshot_keys is not None:
+            channel.snapshot_keys.add(key)
+
+    # -- schema registration, off the event loop ----------------------------------------------
+
+    def _hold(self, channel: Channel, key: bytes, held: Held) -> None:
+        assert channel.held is not None
+        if key in channel.held:
+            self.stats.held_conflated += 1
+        channel.held[key] = held
+
+    def _need_schema(
+        self, channel: Channel, candidate: SchemaHistory, key: bytes, held: Held
+    ) -> None:
+        """The record needs `candidate.current`, not yet registered: hold the channel's records
+        and register it in the background; or dead-letter the record if it was refused."""
+        writer = candidate.current
+        refusal = channel.refused.get(writer.fingerprint)
+        if refusal is not None and time.monotonic() < refusal[1]:
+            record = held.event.record
+            self._dead_letter(record.raw, refusal[0], "SchemaRejected", channel.label, record.mtyp)
+            return
+        channel.held = {key: held}
+        self._register(channel, candidate)
+
+    def _register(self, channel: Channel, candidate: SchemaHistory) -> None:
+        ctx = SerializationContext(channel.topic, candidate.current)
+        self.jobs.run(
+            lambda: self.serializer.register(ctx),
+            lambda prefix, error: self._registered(channel, candidate, ctx, prefix, error),
+        )
+
+    def _registered(
+        self,
+        channel: Channel,
+        candidate: SchemaHistory,
+        ctx: SerializationContext,
+        prefix: bytes | None,
+        error: BaseException | None,
+    ) -> None:
+        writer = ctx.schema
+        if prefix is not None:
+            if writer is not channel.history.current:
+                self.stats.schema_versions += 1
+                if writer.version > 1:
+                    log.info("schema %s evolved to version %d", writer.name, writer.version)
+            channel.history, channel.ctx, channel.prefix = candidate, ctx, prefix
+            channel.backoff = 0.0
+            self._release(channel)
+            return
+        self.stats.registry_failures += 1
+        if isinstance(error, SchemaRejected):
+            log.error(
+                "%s: schema %s v%d refused: %s", channel.topic, writer.name, writer.version, error
             )
+            channel.refused[writer.fingerprint] = (
+                str(error),
+                time.monotonic() + REFUSAL_RETRY_AFTER,
+            )
+            self._release(channel)  # records that need it go to the dead-letter topic
+            return
+        channel.backoff = min(max(channel.backoff * 2, REGISTRY_BACKOFF_MIN), REGISTRY_BACKOFF_MAX)
+        log.warning(
+            "%s: cannot register schema %s v%d (%s); %d records held, retrying in %.0fs",
+            channel.topic,
+            writer.name,
+            writer.version,
+            error if isinstance(error, BridgeError) else type(error).__name__,
+            len(channel.held or ()),
+            channel.backoff,
+        )
+        self.jobs.later(channel.backoff, lambda: self._register(channel, candidate))
+
+    def _release(self, channel: Channel) -> None:
+        """Replay the held records in arrival order; one may hold the channel again (a newer
+        schema), and the rest then wait behind it."""
+        held, channel.held = channel.held or {}, None
+        for item in held.values():
+            self._record(item.event, item)
 
     def _reconcile(self, label: str) -> None:
-        """Tombstones for keys this process wrote that a fresh snapshot no longer has."""
+        """Tombstones for keys this process wrote that a fresh snapshot no longer has (unless
+        another subscription writing to the same topic has them)."""
         for channel in self._channels_of(label):
             seen, channel.snapshot_keys = channel.snapshot_keys, None
-            if not self.settings.bridge_reconcile or seen is None:
+            if not self._reconcile_on or seen is None:
                 continue
+            others = [
+                c
+                for c in self._channels.values()
+                if c and c.topic == channel.topic and c is not channel
+            ]
             for key in sorted(channel.known_keys - seen):
-                self.sink.send(OutRecord(channel.topic, key, None, [("bridge.reconciled", "1")]))
                 channel.known_keys.discard(key)
+                if any(key in other.known_keys for other in others):
+                    continue
+                self.sink.send(OutRecord(channel.topic, key, None, [("bridge.reconciled", "1")]))
                 self.stats.reconciled += 1
 
     # -- topics, channels, status, dead letters -----------------------------------------------
 
     def _channels_of(self, label: str) -> list[Channel]:
         return [c for (lab, _), c in self._channels.items() if lab == label and c is not None]
+
+    def _channels_on(self, topic: str) -> list[Channel]:
+        return [c for c in self._channels.values() if c is not None and c.topic == topic]
 
     def _channel(self, label: str | None, mtyp: str) -> Channel | None:
         ident = (label, mtyp)
@@ -265,9 +458,8 @@ class Pipeline:
             )
             history = SchemaHistory(compile_plan(spec, options, self.catalog))
             topic = self.settings.topic_for(sub, spec.name) if sub else self.default_topic(spec)
-            channel = Channel(
-                label or "", topic, history, SerializationContext(topic, history.current)
-            )
+            ctx = SerializationContext(topic, history.current)
+            channel = Channel(label or "", topic, history, ctx, self.serializer.cached_prefix(ctx))
         self._channels[ident] = channel
         return channel
 
@@ -275,12 +467,15 @@ class Pipeline:
         return f"{self.settings.bridge_topic_prefix}{spec.name}"
 
     def _status(self, label: str, state: str, **extra: Any) -> None:
+        if self.states.get(label) != state or label not in self._since:
+            self._since[label] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.states[label] = state
         body = {
             "subscription": label,
             "state": state,
             "epoch": self.epochs.get(label, 0),
-            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "since": self._since[label],
+            "highwaterTs": self._highwater(label) if self._highwater else None,
             **extra,
         }
         self.sink.send(OutRecord(self.settings.status_topic, label.encode(), orjson.dumps(body)))
@@ -299,6 +494,13 @@ class Pipeline:
         # A unique key: dead letters are evidence, never conflated with one another.
         key = f"{label or ''}:{mtyp}:{self.stats.dead_letters}".encode()
         self.sink.send(OutRecord(self.settings.dlq_topic, key, raw, headers))
+
+
+def _fork(history: SchemaHistory) -> SchemaHistory:
+    """A copy to evolve, so that a version the registry refuses never becomes current."""
+    fork = copy.copy(history)
+    fork._versions = list(history._versions)
+    return fork
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,7 +699,15 @@ async def run_bridge(
             settings.mlink_auth_backoff_max,
         ),
     )
-    pipeline = Pipeline(settings=settings, subscriptions=subs, serializer=serializer, sink=sink)
+    jobs = LoopJobs(loop)
+    pipeline = Pipeline(
+        settings=settings,
+        subscriptions=subs,
+        serializer=serializer,
+        sink=sink,
+        jobs=jobs,
+        highwater=connector.highwater_ts,
+    )
     if on_pipeline is not None:
         on_pipeline(pipeline, sink, connector)
 
@@ -520,14 +730,22 @@ async def run_bridge(
     with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
         await asyncio.wait_for(reader, 5)
     stopper.cancel()
+    budget = time.monotonic() + settings.bridge_flush_timeout
+    while pipeline.held and jobs.running and time.monotonic() < budget:
+        await asyncio.sleep(0.05)  # a registration under way may still release its records
+    held = pipeline.held
+    jobs.close()
     pumper.cancel()
-    left = await asyncio.to_thread(sink.flush, settings.bridge_flush_timeout)
+    left = await asyncio.to_thread(sink.flush, max(budget - time.monotonic(), 1.0))
     sink.close()
     if reader.done() and not reader.cancelled() and reader.exception() is not None:
         log.error("reader failed: %s", reader.exception())
         return 1
     if fatal:
         log.error("stopped on a fatal producer error: %s", fatal[0])
+        return 1
+    if held:
+        log.error("shutdown: %d records were still waiting for their schema's registration", held)
         return 1
     if left:
         log.error(

@@ -134,6 +134,7 @@ class Connector:
         self._stopping = asyncio.Event()
         self._ws: ClientConnection | None = None
         self._highwater: dict[str, int] = {}
+        self._session: MLinkSession | None = None
         self._closing: asyncio.Future[None] | None = None
         self.connections = 0
         self.failures: dict[Failure, int] = dict.fromkeys(Failure, 0)
@@ -147,6 +148,14 @@ class Connector:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    def highwater_ts(self, label: str) -> int | None:
+        """The newest complete position of a subscription (ns), as a resume would use it."""
+        marks = [self._highwater.get(label)]
+        if self._session is not None:
+            marks.append(self._session.highwater_ts(label))
+        known = [m for m in marks if m is not None]
+        return max(known) if known else None
 
     async def events(self) -> AsyncIterator[ConnectorEvent]:
         """Every event, one at a time (see `batches` for the fast path)."""
@@ -226,6 +235,7 @@ class Connector:
         )
         ws = await self._open(creds)
         self._ws = ws
+        self._session = session
         self.connections += 1
         watch = _Watch(self, session, ws)
         watchdog = asyncio.create_task(watch.run(), name="mlink-watchdog")
@@ -270,7 +280,7 @@ class Connector:
                 if mark is not None:
                     self._highwater[spec.label] = max(mark, self._highwater.get(spec.label, 0))
             session.connection_lost()
-            self._ws = None
+            self._ws = self._session = None
             if ws.state.name != "CLOSED":
                 with contextlib.suppress(Exception):
                     await ws.close()

@@ -96,7 +96,17 @@ class SerializationContext:
 
 
 class ValueSerializer(Protocol):
+    """Frames Avro values for one way of publishing schemas.
+
+    `cached_prefix(ctx)` never blocks: the framing prefix if the schema is already registered
+    (or published), else None. `register(ctx)` may block on the network (run it off the event
+    loop); it returns the prefix and caches it, or raises. Calling the serializer does both."""
+
     def __call__(self, value: Mapping[str, Any], ctx: SerializationContext) -> bytes: ...
+
+    def cached_prefix(self, ctx: SerializationContext) -> bytes | None: ...
+
+    def register(self, ctx: SerializationContext) -> bytes: ...
 
 
 def subject_for(topic: str) -> str:
@@ -162,10 +172,13 @@ class ConfluentSerializer:
     def __call__(self, value: Mapping[str, Any], ctx: SerializationContext) -> bytes:
         prefix = self._prefixes.get(ctx)
         if prefix is None:
-            prefix = self._prefix(ctx)
+            prefix = self.register(ctx)
         return ctx.schema.encode(value, prefix)
 
-    def _prefix(self, ctx: SerializationContext) -> bytes:
+    def cached_prefix(self, ctx: SerializationContext) -> bytes | None:
+        return self._prefixes.get(ctx)
+
+    def register(self, ctx: SerializationContext) -> bytes:
         prefix = CONFLUENT_MAGIC + self.schema_id(ctx.topic, ctx.schema).to_bytes(4, "big")
         if len(self._prefixes) >= _MAX_CONTEXTS:
             self._prefixes.clear()
@@ -224,10 +237,14 @@ class SingleObjectSerializer:
     def __call__(self, value: Mapping[str, Any], ctx: SerializationContext) -> bytes:
         prefix = self._prefixes.get(ctx.schema)
         if prefix is None:
-            prefix = self._prefix(ctx.schema)
+            prefix = self.register(ctx)
         return ctx.schema.encode(value, prefix)
 
-    def _prefix(self, schema: WriterSchema) -> bytes:
+    def cached_prefix(self, ctx: SerializationContext) -> bytes | None:
+        return self._prefixes.get(ctx.schema)
+
+    def register(self, ctx: SerializationContext) -> bytes:
+        schema = ctx.schema
         if schema.fingerprint not in self._published:
             self._publish(schema.fingerprint, schema.json)
             self._published.add(schema.fingerprint)

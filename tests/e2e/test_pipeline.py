@@ -7,7 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +121,7 @@ def assert_topics_match_truth(
                 field = spec.field(field_name)
                 assert field is not None, f"{name}.{field_name} is not in the catalog"
                 if field.type == "DateTime":
-                    assert isinstance(got[field_name], int)  # ns since the epoch
+                    assert got[field_name] == datetime_ns(value), (name, key, field_name)
                 elif isinstance(value, float):
                     assert got[field_name] == pytest.approx(value, rel=1e-9), (
                         name,
@@ -130,6 +133,13 @@ def assert_topics_match_truth(
             assert got["pkey"] is not None
             checked += 1
     return checked
+
+
+def datetime_ns(text: str) -> int:
+    """MLink DateTime text (UTC, up to 9 fraction digits) -> ns, independently of transforms."""
+    whole, _, fraction = text.rstrip("Z").partition(".")
+    seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
+    return int(seconds) * 1_000_000_000 + int(fraction.ljust(9, "0")[:9] or 0)
 
 
 def schemas_from_topic(read_topic: Any, broker: EmbeddedBroker, prefix: str) -> SchemaLookup:
@@ -240,9 +250,12 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_stream_goes_on(
         assert checked > 50
 
 
-async def test_a_registry_that_hangs_costs_dead_letters_not_the_stream(
-    tmp_path: Path, read_topic: Any
+async def test_a_registry_that_hangs_holds_records_and_the_connection_stays_up(
+    read_topic: Any,
 ) -> None:
+    """A registry that accepts connections but never answers: registration runs off the event
+    loop, so pings and reading go on; the records wait (latest per key) instead of being dead-
+    lettered, and a shutdown with records still waiting exits 1."""
     held: list[asyncio.StreamWriter] = []
 
     async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -260,24 +273,92 @@ async def test_a_registry_that_hangs_costs_dead_letters_not_the_stream(
                     "e5.",
                     SCHEMA_REGISTRY_URL=f"http://127.0.0.1:{port}",
                     SCHEMA_REGISTRY_TIMEOUT="1",
+                    MLINK_PING_INTERVAL="0.5",
+                    MLINK_PING_TIMEOUT="0.5",
+                    BRIDGE_FLUSH_TIMEOUT="2",
                 )
-                code, _ = await run_until(
-                    env,
-                    lambda p, s, c: (
-                        p.stats.dead_letters >= 50 and all(v == "live" for v in p.states.values())
-                    ),
-                )
-            assert code == 0
+                connectors: list[Connector] = []
+
+                def until(p: Pipeline, s: KafkaSink, c: Connector) -> bool:
+                    connectors[:] = [c]
+                    return (
+                        p.stats.registry_failures >= 4
+                        and p.held >= 20
+                        and all(v == "live" for v in p.states.values())
+                    )
+
+                code, pipeline = await run_until(env, until)
+            # Pings every 0.5 s with 0.5 s to answer went on while registrations hung.
+            assert connectors[0].connections == 1
+            assert code == 1  # records were still waiting for the registry
+            assert pipeline.stats.dead_letters == 0
+            assert pipeline.stats.held_conflated > 0  # latest per key, memory bounded by keys
+            assert sum(pipeline.stats.records_out.values()) == 0
             dlq = read_topic(broker.bootstrap, "e5._dlq", 1)
-            stages = {dict(m.headers())["dlq.stage"].decode() for m in dlq.messages}
-            assert stages == {"RegistryUnavailable"}
-            reasons = " ".join(dict(m.headers())["dlq.reason"].decode() for m in dlq.messages)
-            assert "unreachable" in reasons or "unavailable" in reasons
+            assert dlq.messages == []
     finally:
         server.close()
         for writer in held:
             writer.close()
         await server.wait_closed()
+
+
+class FlakyRegistry:
+    """The client's mock:// registry behind a switch: while `down` is set every call fails as an
+    unreachable registry does, after blocking a little as a slow one would."""
+
+    def __init__(self, url: str) -> None:
+        self._registry = SchemaRegistryClient.new_client({"url": url})
+        self.down = threading.Event()
+        self.down.set()
+        self.failed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._registry, name)
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if self.down.is_set():
+                self.failed += 1
+                time.sleep(0.2)
+                raise ConnectionError("registry unreachable")
+            return call(*args, **kwargs)
+
+        return guarded
+
+
+async def test_records_held_while_the_registry_is_down_arrive_once_it_is_back(
+    tmp_path: Path, read_topic: Any
+) -> None:
+    truth = tmp_path / "truth.jsonl"
+    config = SimulatorConfig(rate=500, tickers=10, truth=truth, delete_rate=0.02, msg_names=TYPES)
+    registry = FlakyRegistry("mock://e7")
+    with EmbeddedBroker() as broker:
+        async with Simulator(config) as sim:
+            env = env_for(sim, broker, "e7.", SCHEMA_REGISTRY_URL="mock://e7")
+
+            connectors: list[Connector] = []
+
+            def until(p: Pipeline, s: KafkaSink, c: Connector) -> bool:
+                connectors[:] = [c]
+                if registry.down.is_set() and p.held > 50 and p.stats.registry_failures >= 2:
+                    registry.down.clear()  # the registry comes back
+                return (
+                    not registry.down.is_set()
+                    and p.held == 0
+                    and sum(p.stats.records_out.values()) > 1500
+                    and all(v == "live" for v in p.states.values())
+                )
+
+            code, pipeline = await run_until(env, until, registry=registry)  # type: ignore[arg-type]
+        assert code == 0
+        assert pipeline.stats.dead_letters == 0
+        assert registry.failed >= 2
+        assert connectors[0].connections == 1  # waiting on the registry never broke the feed
+        lookup = SchemaLookup(registry=registry._registry)
+        checked = await asyncio.to_thread(
+            assert_topics_match_truth, read_topic, broker, "e7.", truth, lookup
+        )
+        assert checked > 100
 
 
 async def test_a_fatal_producer_error_stops_the_bridge_with_exit_code_1() -> None:

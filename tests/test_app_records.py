@@ -1,0 +1,279 @@
+"""The pipeline's record path without a broker: schemas registered off the reader's path (records
+held meanwhile, latest per key), refused schema versions rolled back, reconciliation, status."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+import pytest
+
+from bridge.app import InlineJobs, Pipeline, subscription_specs
+from bridge.io.connector import ConnectionUp
+from bridge.mlink.catalog import default_catalog
+from bridge.mlink.session import MLinkSession, Subscription
+from bridge.settings import load_settings
+from bridge.sink.kafka import OutRecord
+from bridge.sink.serialization import (
+    RegistryUnavailable,
+    SchemaLookup,
+    SchemaRejected,
+    SingleObjectSerializer,
+    decode_value,
+)
+
+
+class FakeSink:
+    def __init__(self) -> None:
+        self.records: list[OutRecord] = []
+
+    def send(self, record: OutRecord) -> None:
+        self.records.append(record)
+
+    def on(self, topic: str) -> list[OutRecord]:
+        return [r for r in self.records if r.topic == topic]
+
+
+class Registry:
+    """Schema publishing that can be made to fail: `outcome` is None (accept), or an exception
+    to raise for every schema, or a callable deciding per schema."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, bytes] = {}
+        self.calls = 0
+        self.outcome: Exception | Callable[[bytes], Exception | None] | None = None
+
+    def publish(self, fingerprint: str, schema: bytes) -> None:
+        self.calls += 1
+        outcome = self.outcome(schema) if callable(self.outcome) else self.outcome
+        if outcome is not None:
+            raise outcome
+        self.schemas[fingerprint] = schema
+
+
+def msg(mtyp: str, message: dict[str, Any], **header: Any) -> bytes:
+    return orjson.dumps({"header": {"mTyp": mtyp, **header}, "message": message})
+
+
+def book(tk: str, bid: float, **extra: Any) -> bytes:
+    pkey = {"ticker": {"at": "EQT", "ts": "NMS", "tk": tk}}
+    return msg("StockBookQuote", {"pkey": pkey, "bidPrice1": bid, **extra})
+
+
+def deleted(tk: str) -> bytes:
+    pkey = {"ticker": {"at": "EQT", "ts": "NMS", "tk": tk}}
+    return msg("StockBookQuote", {"pkey": pkey}, isDel=True)
+
+
+ADMIN = msg("MLinkAdmin", {"state": "LoggedOn"})
+ACK = msg("MLinkStreamAck", {"msgName": "StockBookQuote", "result": "OK"})
+BEGIN = msg("MLinkStreamCheckPt", {"state": "Begin"})
+COMPLETE = msg("MLinkStreamCheckPt", {"state": "Complete"})
+
+
+class Rig:
+    def __init__(self, subs: list[dict[str, Any]], env: dict[str, str] | None = None) -> None:
+        self.settings = load_settings({"BRIDGE_SUBSCRIPTIONS": json.dumps(subs), **(env or {})})
+        configs = self.settings.subscriptions()
+        specs = subscription_specs(self.settings, configs, default_catalog())
+        self.subscriptions = [Subscription(s.label, s.request(None), s.accepts) for s in specs]
+        self.session = MLinkSession(self.subscriptions)
+        self.session.connected()
+        self.registry = Registry()
+        self.jobs = InlineJobs()
+        self.sink = FakeSink()
+        self.marks: dict[str, int] = {}
+        self.pipeline = Pipeline(
+            settings=self.settings,
+            subscriptions=configs,
+            serializer=SingleObjectSerializer(self.registry.publish),
+            sink=self.sink,  # type: ignore[arg-type]
+            jobs=self.jobs,
+            highwater=self.marks.get,
+        )
+
+    def feed(self, payloads: Iterable[bytes]) -> None:
+        for payload in payloads:
+            for event in self.session.receive(payload):
+                self.pipeline.handle(event)
+
+    def reconnect(self) -> None:
+        """A new connection, as the connector makes one: a new session, subscribed afresh."""
+        self.session = MLinkSession(self.subscriptions)
+        self.session.connected()
+
+    def fire_timers(self) -> None:
+        timers, self.jobs.timers = self.jobs.timers, []
+        for _, call in timers:
+            call()
+
+    def values(self, topic: str) -> list[tuple[bytes, dict[str, Any] | None]]:
+        lookup = SchemaLookup(schemas=self.registry.schemas)
+        return [
+            (r.key, decode_value(r.value, lookup) if r.value is not None else None)
+            for r in self.sink.on(topic)
+        ]
+
+    def dead_letters(self) -> list[dict[str, str]]:
+        return [
+            {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in r.headers}
+            for r in self.sink.on(self.settings.dlq_topic)
+        ]
+
+
+BOOKS = [{"msgName": "StockBookQuote", "topic": "books", "label": "b"}]
+
+
+def test_while_the_registry_is_down_records_wait_latest_per_key_and_none_is_lost() -> None:
+    rig = Rig(BOOKS)
+    rig.registry.outcome = RegistryUnavailable("registry unreachable (ConnectError)")
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), book("MSFT", 2.0), COMPLETE])
+    rig.feed([book("AAPL", 1.5), deleted("MSFT"), book("IBM", 3.0)])
+    assert rig.sink.on("books") == []
+    assert rig.dead_letters() == []
+    assert rig.pipeline.held == 3  # AAPL (1.5), MSFT (deleted), IBM
+    assert rig.pipeline.stats.held_conflated == 2
+    assert [delay for delay, _ in rig.jobs.timers] == [1.0]  # one retry, not one per record
+
+    rig.fire_timers()  # still down: the back-off doubles
+    assert [delay for delay, _ in rig.jobs.timers] == [2.0]
+    assert rig.pipeline.stats.registry_failures == 2
+
+    rig.registry.outcome = None
+    rig.fire_timers()
+    assert rig.pipeline.held == 0
+    values = [(key, v["bidPrice1"] if v else None) for key, v in rig.values("books")]
+    assert values == [(b"AAPL-NMS-EQT", 1.5), (b"MSFT-NMS-EQT", None), (b"IBM-NMS-EQT", 3.0)]
+    rig.feed([book("AAPL", 1.75)])  # registered now: straight through
+    assert rig.values("books")[-1][1]["bidPrice1"] == 1.75  # type: ignore[index]
+    assert rig.registry.calls == 3
+
+
+def test_a_channel_with_a_registered_schema_goes_on_while_another_waits() -> None:
+    subs = [
+        {"msgName": "StockBookQuote", "topic": "books", "label": "b"},
+        {"msgName": "StockPrint", "topic": "prints", "label": "p"},
+    ]
+    rig = Rig(subs)
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), COMPLETE])
+    assert len(rig.sink.on("books")) == 1
+    rig.registry.outcome = RegistryUnavailable("registry unreachable")
+    pkey = {"ticker": {"at": "EQT", "ts": "NMS", "tk": "AAPL"}, "prtNumber": 1}
+    rig.feed([msg("StockPrint", {"pkey": pkey, "prtPrice": 10.0}), book("AAPL", 1.25)])
+    assert rig.pipeline.held == 1  # the print waits for its schema ...
+    assert [v["bidPrice1"] for _, v in rig.values("books") if v] == [1.0, 1.25]  # ... books don't
+    assert rig.dead_letters() == []
+
+
+def test_a_refused_schema_version_is_rolled_back_and_its_records_dead_lettered() -> None:
+    rig = Rig(BOOKS)
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), COMPLETE])
+    rig.registry.outcome = lambda schema: (
+        SchemaRejected("refused as incompatible") if b"brandNewField" in schema else None
+    )
+    rig.feed(
+        [book("AAPL", 2.0, brandNewField=7), book("MSFT", 3.0), book("IBM", 4.0, brandNewField=8)]
+    )
+    letters = rig.dead_letters()
+    assert [d["dlq.stage"] for d in letters] == ["SchemaRejected", "SchemaRejected"]
+    assert "refused as incompatible" in letters[0]["dlq.reason"]
+    assert rig.registry.calls == 2  # v1, then the refused v2 once: not once per record
+    values = rig.values("books")
+    assert [(k, v["bidPrice1"]) for k, v in values if v] == [
+        (b"AAPL-NMS-EQT", 1.0),
+        (b"MSFT-NMS-EQT", 3.0),  # written with version 1, still current
+    ]
+    assert all("brandNewField" not in (v or {}) for _, v in values)
+    assert rig.pipeline.stats.schema_versions == 0
+
+
+def test_an_accepted_new_field_becomes_a_new_version() -> None:
+    rig = Rig(BOOKS)
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), COMPLETE, book("AAPL", 2.0, brandNewField=7)])
+    values = rig.values("books")
+    assert values[-1][1] is not None
+    assert values[-1][1]["brandNewField"] == 7
+    assert rig.pipeline.stats.schema_versions == 1
+    assert len(rig.registry.schemas) == 2
+
+
+def test_a_schema_the_registry_refuses_outright_sends_records_to_the_dead_letter_topic() -> None:
+    rig = Rig(BOOKS)
+    rig.registry.outcome = SchemaRejected("refused as invalid")
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), book("MSFT", 2.0), COMPLETE])
+    assert [d["dlq.stage"] for d in rig.dead_letters()] == ["SchemaRejected", "SchemaRejected"]
+    assert rig.pipeline.held == 0
+    assert rig.registry.calls == 1
+
+
+RECONCILE = {"BRIDGE_RECONCILE": "true"}
+
+
+def test_reconcile_tombstones_only_keys_a_new_snapshot_no_longer_has() -> None:
+    rig = Rig(BOOKS, RECONCILE)
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), book("MSFT", 2.0), book("IBM", 3.0)])
+    rig.feed([COMPLETE])
+    rig.reconnect()
+    # A fresh snapshot: IBM is gone; MSFT's record cannot be converted.
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.1), msg("StockBookQuote", _bad_msft()), COMPLETE])
+    assert [d["dlq.stage"] for d in rig.dead_letters()] == ["SchemaMismatch"]
+    tombstones = [r.key for r in rig.sink.on("books") if r.value is None]
+    assert tombstones == [b"IBM-NMS-EQT"]  # not MSFT: it is still there, only unreadable
+    assert rig.pipeline.stats.reconciled == 1
+
+
+def _bad_msft() -> dict[str, Any]:
+    return {"pkey": {"ticker": {"at": "EQT", "ts": "NMS", "tk": "MSFT"}}, "bidPrice1": "x"}
+
+
+def test_reconcile_leaves_keys_another_subscription_wrote_to_the_same_topic() -> None:
+    subs = [
+        {"msgName": "StockBookQuote", "where": "bidPrice1:lt:10", "topic": "books", "label": "lo"},
+        {"msgName": "StockBookQuote", "where": "bidPrice1:ge:10", "topic": "books", "label": "hi"},
+    ]
+    rig = Rig(subs, RECONCILE)
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 5.0), COMPLETE, ACK, BEGIN, COMPLETE])
+    rig.feed([book("AAPL", 15.0)])  # AAPL moves from "lo" to "hi"
+    rig.reconnect()
+    rig.feed([ADMIN, ACK, BEGIN, COMPLETE, ACK, BEGIN, book("AAPL", 15.0), COMPLETE])
+    # "lo"'s snapshot no longer has AAPL, but "hi" wrote it to the same topic: no tombstone.
+    assert [r.key for r in rig.sink.on("books") if r.value is None] == []
+    assert [(r.key, r.value is not None) for r in rig.sink.on("books")] == [
+        (b"AAPL-NMS-EQT", True)
+    ] * 3
+    assert rig.pipeline.stats.reconciled == 0
+
+
+def test_without_reconcile_no_keys_are_remembered() -> None:
+    rig = Rig(BOOKS)
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), COMPLETE])
+    rig.reconnect()
+    rig.feed([ADMIN, ACK, BEGIN, COMPLETE])
+    assert [r.key for r in rig.sink.on("books") if r.value is None] == []
+    assert all(not c.known_keys for c in rig.pipeline._channels.values() if c)
+
+
+def test_status_carries_highwater_and_keeps_since_while_the_state_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig = Rig(BOOKS)
+    clock = iter(range(0, 10**6, 60))
+    real_gmtime = time.gmtime
+    monkeypatch.setattr(time, "gmtime", lambda: real_gmtime(next(clock)))
+    rig.pipeline.handle(ConnectionUp(1))
+    rig.pipeline.handle(ConnectionUp(2))
+    rig.marks["b"] = 1_700_000_000_000_000_000
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), COMPLETE])
+    status = [json.loads(r.value or b"") for r in rig.sink.on(rig.settings.status_topic)]
+    assert [(s["state"], s["since"]) for s in status] == [
+        ("connecting", "1970-01-01T00:00:00Z"),
+        ("connecting", "1970-01-01T00:00:00Z"),  # unchanged state: unchanged since
+        ("snapshot", "1970-01-01T00:01:00Z"),
+        ("live", "1970-01-01T00:02:00Z"),
+    ]
+    assert status[0]["highwaterTs"] is None
+    assert status[-1]["highwaterTs"] == 1_700_000_000_000_000_000
+    assert status[-1]["snapshotSize"] == 1
