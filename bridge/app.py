@@ -601,6 +601,22 @@ def topic_specs(
     return specs
 
 
+def registry_client(settings: Settings) -> SchemaRegistryClient | None:
+    """The Schema Registry client SCHEMA_REGISTRY_* describe (None without a URL). A mock://
+    URL gives the client's in-memory registry (tests, trials)."""
+    if not settings.schema_registry_url:
+        return None
+    conf: dict[str, Any] = {
+        "url": settings.schema_registry_url,
+        "timeout": settings.schema_registry_timeout,
+    }
+    if settings.schema_registry_basic_auth_user_info is not None:
+        conf["basic.auth.user.info"] = (
+            settings.schema_registry_basic_auth_user_info.get_secret_value()
+        )
+    return SchemaRegistryClient.new_client(conf)
+
+
 class SchemaTopicPublisher:
     """Publishes a writer schema to `<prefix>_schemas` and waits for the broker's ack, so that
     the schema is durable before the first record that uses it."""
@@ -664,19 +680,9 @@ async def run_bridge(
         sink.close()
         return 0
     serializer: ValueSerializer
+    registry = registry or registry_client(settings)
     if registry is not None:
         serializer = ConfluentSerializer(registry)
-    elif settings.schema_registry_url:
-        conf: dict[str, Any] = {
-            "url": settings.schema_registry_url,
-            "timeout": settings.schema_registry_timeout,
-        }
-        if settings.schema_registry_basic_auth_user_info is not None:
-            conf["basic.auth.user.info"] = (
-                settings.schema_registry_basic_auth_user_info.get_secret_value()
-            )
-        # new_client: a mock:// URL gives the client's in-memory registry (tests, trials).
-        serializer = ConfluentSerializer(SchemaRegistryClient.new_client(conf))
     else:
         serializer = SingleObjectSerializer(SchemaTopicPublisher(sink, settings.schemas_topic))
 
@@ -718,9 +724,12 @@ async def run_bridge(
 
     async def read() -> None:
         handle = pipeline.handle
+        cap = settings.bridge_overflow_max_records
         async for batch in connector.batches():
             for event in batch:
                 handle(event)
+            if sink.overflowing >= cap:
+                await _wait_for_room(sink, cap, connector)
 
     pumper = asyncio.create_task(pump(), name="sink-pump")
     reader = asyncio.create_task(read(), name="mlink-reader")
@@ -759,6 +768,18 @@ async def run_bridge(
         return 1
     log.info("shutdown: every record delivered (%d)", sink.stats.delivered)
     return 0
+
+
+async def _wait_for_room(sink: KafkaSink, cap: int, connector: Connector) -> None:
+    """Back-pressure for a long broker outage: stop reading MLink until the overflow map is
+    below 90% of its cap. MLink may drop a reader that stops; that is resumed like any other
+    disconnect (highwater or a fresh snapshot), so nothing is lost, only delayed."""
+    log.warning("overflow at its cap (%d records): reading from MLink paused", cap)
+    started = time.monotonic()
+    while sink.overflowing >= cap * 0.9 and not connector.stopping:
+        sink.pump()
+        await asyncio.sleep(0.05)
+    log.warning("reading from MLink resumed after %.1fs", time.monotonic() - started)
 
 
 async def _ensure_topics_with_retry(

@@ -14,7 +14,7 @@ from bridge import __version__
 from bridge.app import run_bridge
 from bridge.errors import BridgeError, ConfigError
 from bridge.mlink.catalog import default_catalog
-from bridge.settings import load_settings
+from bridge.settings import Settings, load_settings
 from bridge.simulator.market import DEFAULT_TYPES
 from bridge.simulator.server import Faults, Simulator, SimulatorConfig
 
@@ -145,17 +145,34 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
+    from bridge.app import registry_client  # noqa: PLC0415
     from bridge.tail import tail_topic  # noqa: PLC0415
 
     try:
         settings = load_settings()
+        topic = _topic_named(settings, args.name)
     except ConfigError as exc:
         print(f"mlink-bridge: configuration problem:\n{exc}", file=sys.stderr)
         return 2
-    bootstrap = settings.kafka_properties.get("bootstrap.servers", "localhost:9092")
-    for line in tail_topic(bootstrap, settings.bridge_topic_prefix, args.msg_name, args.n):
+    config = dict(settings.kafka_properties)
+    bootstrap = config.pop("bootstrap.servers", "localhost:9092")
+    registry = registry_client(settings) if settings.schema_registry_url else None
+    for line in tail_topic(
+        bootstrap, topic, settings.schemas_topic, args.n, registry=registry, config=config
+    ):
         print(line)
     return 0
+
+
+def _topic_named(settings: Settings, name: str) -> str:
+    """A subscription label, a message type or a topic name -> the topic."""
+    given = settings.bridge_subscriptions or settings.bridge_subscriptions_file
+    subs = settings.subscriptions() if given else []
+    for sub in subs:
+        if name in (sub.name, sub.msg_name):
+            return settings.topic_for(sub, sub.msg_name)
+    spec = default_catalog().get(name)
+    return f"{settings.bridge_topic_prefix}{spec.name}" if spec is not None else name
 
 
 def _topics() -> int:
@@ -240,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rate", type=float, default=150_000, help="simulator updates/s offered")
     sub.add_parser("schemas", help="print the Avro schemas the bridge will write")
     tail = sub.add_parser("tail", help="print the decoded latest records of a topic")
-    tail.add_argument("msg_name", help="message type, e.g. StockBookQuote")
+    tail.add_argument(
+        "name", help="a subscription label, a message type (StockBookQuote) or a topic name"
+    )
     tail.add_argument("-n", type=_positive_int, default=10, help="how many keys (10)")
     demo = sub.add_parser("demo", help="the simulator and a live view of data flowing")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = never)")

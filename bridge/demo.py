@@ -74,7 +74,7 @@ async def run_demo(seconds: float, rate: float) -> int:
             viewer.cancel()
         print("\nwhat a consumer reads back (mlink.StockBookQuote, decoded):")
         for line in await asyncio.to_thread(
-            tail_topic, broker.bootstrap, "mlink.", "StockBookQuote", 3
+            tail_topic, broker.bootstrap, "mlink.StockBookQuote", "mlink._schemas", 3
         ):
             print("   ", line)
     print(f"demo stopped (exit code {code})")

@@ -126,6 +126,7 @@ class Settings(BaseSettings):
     bridge_reconcile: bool = False
     bridge_http_port: int = Field(default=8080, ge=0, le=65535)
     bridge_queue_max_messages: int = Field(default=100_000, ge=100)
+    bridge_overflow_max_records: int = Field(default=1_000_000, ge=100)
     bridge_flush_timeout: float = Field(default=30.0, gt=0)
 
     schema_registry_url: str | None = None

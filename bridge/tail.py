@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bridge.sink.serialization import DecodeError, SchemaLookup, decode_value
+from bridge.errors import BridgeError
+from bridge.sink.serialization import SchemaLookup, decode_value
 
 
 def read_all(
     bootstrap: str,
     topic: str,
+    *,
     timeout: float = 20.0,
     errors: list[KafkaError] | None = None,
-    **config: str,
+    config: Mapping[str, str] | None = None,
 ) -> list[Message]:
     """Every record of a topic: assign() all partitions from the start, read to partition EOF.
 
@@ -32,7 +36,8 @@ def read_all(
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
-            **config,
+            "logger": logging.getLogger("librdkafka"),
+            **(config or {}),
         }
     )
     try:
@@ -65,11 +70,14 @@ def read_all(
 
 
 def schema_lookup(
-    bootstrap: str, prefix: str, registry: SchemaRegistryClient | None = None
+    bootstrap: str,
+    schemas_topic: str,
+    registry: SchemaRegistryClient | None = None,
+    config: Mapping[str, str] | None = None,
 ) -> SchemaLookup:
-    """Writer schemas from the `<prefix>_schemas` topic (and a registry, if there is one)."""
+    """Writer schemas from the schemas topic (`<prefix>_schemas`) and a registry, if any."""
     schemas: dict[str, Any] = {}
-    for msg in read_all(bootstrap, f"{prefix}_schemas"):
+    for msg in read_all(bootstrap, schemas_topic, config=config):
         key, value = msg.key(), msg.value()
         if key and value:
             schemas[key.decode()] = value
@@ -77,11 +85,12 @@ def schema_lookup(
 
 
 def latest_values(
-    bootstrap: str, topic: str, lookup: SchemaLookup
+    bootstrap: str, topic: str, lookup: SchemaLookup, config: Mapping[str, str] | None = None
 ) -> dict[str, dict[str, Any] | None]:
     """The newest value per key, as compaction would leave it (None: deleted)."""
     state: dict[str, dict[str, Any] | None] = {}
-    for msg in sorted(read_all(bootstrap, topic), key=lambda m: (m.partition(), m.offset())):
+    messages = read_all(bootstrap, topic, config=config)
+    for msg in sorted(messages, key=lambda m: (m.partition(), m.offset())):
         key, value = msg.key(), msg.value()
         if key is None:
             continue
@@ -89,13 +98,22 @@ def latest_values(
     return state
 
 
-def tail_topic(bootstrap: str, prefix: str, msg_name: str, count: int) -> list[str]:
-    """The last `count` keys of a topic, decoded, as display lines."""
-    lookup = schema_lookup(bootstrap, prefix)
+def tail_topic(
+    bootstrap: str,
+    topic: str,
+    schemas_topic: str,
+    count: int,
+    *,
+    registry: SchemaRegistryClient | None = None,
+    config: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The last `count` keys of a topic, decoded, as display lines. `config` holds further
+    consumer properties (security settings, say)."""
     try:
-        state = latest_values(bootstrap, f"{prefix}{msg_name}", lookup)
-    except DecodeError as exc:
-        return [f"cannot decode: {exc}"]
+        lookup = schema_lookup(bootstrap, schemas_topic, registry, config)
+        state = latest_values(bootstrap, topic, lookup, config)
+    except BridgeError as exc:
+        return [f"cannot decode {topic}: {exc}"]
     lines = []
     for key, value in list(state.items())[-count:]:
         shown = "<tombstone>" if value is None else orjson.dumps(value).decode()

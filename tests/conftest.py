@@ -29,7 +29,7 @@ ReadTopic = Callable[..., Read]
 
 def _read_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 20.0) -> Read:
     errors: list[KafkaError] = []
-    messages = read_all(bootstrap, topic, timeout, errors)
+    messages = read_all(bootstrap, topic, timeout=timeout, errors=errors)
     assert {m.partition() for m in messages} <= set(range(partitions))
     return Read(messages, errors)
 

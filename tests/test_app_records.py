@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge.app import InlineJobs, Pipeline, subscription_specs
+from bridge.app import InlineJobs, Pipeline, _wait_for_room, subscription_specs
 from bridge.io.connector import ConnectionUp
 from bridge.mlink.catalog import default_catalog
 from bridge.mlink.session import MLinkSession, Subscription
@@ -277,3 +277,32 @@ def test_status_carries_highwater_and_keeps_since_while_the_state_holds(
     assert status[0]["highwaterTs"] is None
     assert status[-1]["highwaterTs"] == 1_700_000_000_000_000_000
     assert status[-1]["snapshotSize"] == 1
+
+
+async def test_reading_pauses_while_the_overflow_is_at_its_cap() -> None:
+    class Backlog:
+        """A sink whose broker takes 50 records per pump."""
+
+        def __init__(self) -> None:
+            self.overflowing = 1000
+            self.pumps = 0
+
+        def pump(self) -> int:
+            self.pumps += 1
+            self.overflowing = max(0, self.overflowing - 50)
+            return 50
+
+    class Reader:
+        stopping = False
+
+    sink = Backlog()
+    await _wait_for_room(sink, 1000, Reader())  # type: ignore[arg-type]
+    assert sink.overflowing < 900  # resumed only below 90% of the cap ...
+    assert sink.overflowing >= 850  # ... and at once when it got there
+    assert sink.pumps == 3
+
+    stopping = Reader()
+    stopping.stopping = True
+    sink = Backlog()
+    await _wait_for_room(sink, 1000, stopping)  # type: ignore[arg-type]
+    assert sink.pumps == 0  # a stopping bridge does not wait for room

@@ -14,7 +14,9 @@ import time
 import pytest
 import websockets
 
+from bridge.cli import _topic_named
 from bridge.embedded import free_port
+from bridge.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +123,12 @@ def test_bad_flags_get_a_usage_error_not_a_traceback(argv: list[str]) -> None:
     assert out.returncode == 2
     assert b"Traceback" not in out.stderr
     assert b"usage:" in out.stderr
+
+
+def test_tail_finds_the_topic_by_label_message_type_or_name() -> None:
+    subs = '[{"msgName": "StockPrint", "label": "prints", "topic": "custom.prints"}]'
+    settings = load_settings({"BRIDGE_SUBSCRIPTIONS": subs, "BRIDGE_TOPIC_PREFIX": "p."})
+    assert _topic_named(settings, "prints") == "custom.prints"
+    assert _topic_named(settings, "StockPrint") == "custom.prints"
+    assert _topic_named(settings, "StockBookQuote") == "p.StockBookQuote"
+    assert _topic_named(settings, "some.topic") == "some.topic"

@@ -28,6 +28,7 @@ from bridge.simulator.server import Faults, Simulator, SimulatorConfig
 from bridge.simulator.truth import read_truth
 from bridge.sink.kafka import KafkaSink
 from bridge.sink.serialization import SchemaLookup, decode_value
+from bridge.tail import tail_topic
 
 pytestmark = pytest.mark.integration
 TYPES = ("StockBookQuote", "OptionNbboQuote", "StockPrint", "LiveAtmVol")
@@ -221,6 +222,18 @@ async def test_registry_path_with_mock_registry(tmp_path: Path, read_topic: Any)
         assert checked > 100
         subjects = registry.get_subjects()
         assert "e3.StockBookQuote-value" in subjects
+        # `mlink-bridge tail` reads the registry's framing too, with the same consumer settings.
+        lines = await asyncio.to_thread(
+            tail_topic,
+            broker.bootstrap,
+            "e3.StockBookQuote",
+            "e3._schemas",
+            3,
+            registry=registry,
+            config={"client.id": "e2e-tail"},
+        )
+        assert len(lines) == 3
+        assert all('"bidPrice1"' in line for line in lines), lines
 
 
 async def test_bad_records_go_to_the_dead_letter_topic_and_the_stream_goes_on(
