@@ -481,22 +481,21 @@ class Simulator:
                 body["queryLabel"] = replaced.label
             out.insert(0, self._admin_out(kind, body))
         started = time.perf_counter()
-        out.append(self._progress(sub, "Begin"))
+        out.append(self._checkpoint(conn, sub, self._progress(sub, "Begin")))
         records = self._snapshot(conn, sub, only_keys)
         out.extend(records)
         if sub.channel == "stream":
             out.append(self._progress(sub, "Active", numMessagesSent=len(records)))
         elapsed = round(time.perf_counter() - started, 7)
-        out.append(
-            self._progress(
-                sub,
-                "Complete",
-                waitElapsed=-elapsed,
-                queryElapsed=elapsed,
-                tryFwdElapsed=0.0,
-                flushElapsed=0.0,
-            )
+        complete = self._progress(
+            sub,
+            "Complete",
+            waitElapsed=-elapsed,
+            queryElapsed=elapsed,
+            tryFwdElapsed=0.0,
+            flushElapsed=0.0,
         )
+        out.append(self._checkpoint(conn, sub, complete))
         sub.live = not sub.one_shot
         sub.last_flush = time.monotonic()
         if sub.live:
@@ -505,6 +504,14 @@ class Simulator:
             conn.subs.pop(sub.label, None)
         conn.reindex()
         conn.enqueue(out)
+
+    def _checkpoint(self, conn: SimConnection, sub: SimSubscription, out: Outgoing) -> Outgoing:
+        """Snapshot boundaries go into the truth log too (when they are sent), so that a test
+        can tell which records made up a complete snapshot."""
+        if self._truth is not None:
+            state = "Begin" if b'"Begin"' in out.body else "Complete"
+            out.truth = {"conn": conn.id, "label": sub.label, "checkpoint": state}
+        return out
 
     def _progress(self, sub: SimSubscription, state: str, **extra: Any) -> Outgoing:
         stamp = self._stamp.text(self._clock())
@@ -830,7 +837,9 @@ class Simulator:
                 for body, number, meta in sends:
                     line = None
                     if logging_truth and meta is not None:
-                        line = truth_line(meta, None if "fault" in meta else body)
+                        line = truth_line(
+                            meta, None if "fault" in meta or "checkpoint" in meta else body
+                        )
                     if framed:
                         frame = encode_frame(body, number)
                         chunk.append(frame)

@@ -56,12 +56,21 @@ class TruthEntry:
     deleted: bool
     message: dict[str, Any] | None
     fault: str | None
+    checkpoint: str | None = None  # "Begin" or "Complete" of a snapshot; no record
 
 
-def read_truth(path: Path) -> Iterator[TruthEntry]:
+def read_truth(path: Path, *, checkpoints: bool = False) -> Iterator[TruthEntry]:
+    """The log's entries in order; snapshot checkpoints only if asked for."""
     with path.open("rb") as fh:
         for line in fh:
             raw = orjson.loads(line)
+            checkpoint = raw.get("checkpoint")
+            if checkpoint is not None:
+                if checkpoints:
+                    yield TruthEntry(
+                        raw["conn"], raw["label"], "", "", 0, False, None, None, checkpoint
+                    )
+                continue
             envelope = raw.get("envelope")
             yield TruthEntry(
                 conn=raw["conn"],
@@ -81,4 +90,31 @@ def latest_state(path: Path) -> dict[tuple[str, str], dict[str, Any] | None]:
     for entry in read_truth(path):
         if entry.fault is None:
             state[(entry.msg, entry.key)] = None if entry.deleted else entry.message
+    return state
+
+
+def reconciled_state(path: Path) -> dict[tuple[str, str], dict[str, Any] | None]:
+    """What a mirror that reconciles holds: the last value sent per (message type, key), except
+    that when a subscription's snapshot completes, the keys it sent before that the snapshot
+    no longer holds count as deleted (they went while no connection was there to hear it)."""
+    state: dict[tuple[str, str], dict[str, Any] | None] = {}
+    owner: dict[tuple[str, str], str] = {}
+    snapshots: dict[tuple[int, str], set[tuple[str, str]]] = {}
+    for entry in read_truth(path, checkpoints=True):
+        if entry.fault is not None:
+            continue
+        if entry.checkpoint == "Begin":
+            snapshots[(entry.conn, entry.label)] = set()
+        elif entry.checkpoint == "Complete":
+            seen = snapshots.pop((entry.conn, entry.label), set())
+            for ident, label in owner.items():
+                if label == entry.label and ident not in seen:
+                    state[ident] = None
+        else:
+            ident = (entry.msg, entry.key)
+            state[ident] = None if entry.deleted else entry.message
+            owner[ident] = entry.label
+            snapshot = snapshots.get((entry.conn, entry.label))
+            if snapshot is not None:
+                snapshot.add(ident)
     return state

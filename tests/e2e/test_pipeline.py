@@ -25,7 +25,7 @@ from bridge.mlink.catalog import default_catalog
 from bridge.mlink.keys import canonical_key
 from bridge.settings import load_settings
 from bridge.simulator.server import Faults, Simulator, SimulatorConfig
-from bridge.simulator.truth import read_truth
+from bridge.simulator.truth import latest_state, reconciled_state
 from bridge.sink.kafka import KafkaSink
 from bridge.sink.serialization import SchemaLookup, decode_value
 from bridge.tail import tail_topic
@@ -89,19 +89,17 @@ def topic_state(
     return state
 
 
-def truth_state(truth: Path) -> dict[tuple[str, str], dict[str, Any] | None]:
-    state: dict[tuple[str, str], dict[str, Any] | None] = {}
-    for entry in read_truth(truth):
-        if entry.fault is None:
-            state[(entry.msg, entry.key)] = None if entry.deleted else entry.message
-    return state
-
-
 def assert_topics_match_truth(
-    read_topic: Any, broker: EmbeddedBroker, prefix: str, truth: Path, lookup: SchemaLookup
+    read_topic: Any,
+    broker: EmbeddedBroker,
+    prefix: str,
+    truth: Path,
+    lookup: SchemaLookup,
+    *,
+    expected: dict[tuple[str, str], dict[str, Any] | None] | None = None,
 ) -> int:
     catalog = default_catalog()
-    expected = truth_state(truth)
+    expected = latest_state(truth) if expected is None else expected
     checked = 0
     for name in TYPES:
         spec = catalog.get(name)
@@ -195,6 +193,46 @@ async def test_reconnects_mid_snapshot_and_mid_live_still_converge(
         lookup = schemas_from_topic(read_topic, broker, "e2.")
         checked = await asyncio.to_thread(
             assert_topics_match_truth, read_topic, broker, "e2.", truth, lookup
+        )
+        assert checked > 300
+
+
+async def test_reconcile_tombstones_keys_deleted_while_disconnected(
+    tmp_path: Path, read_topic: Any
+) -> None:
+    """Fresh snapshots after reconnects (no highwater resume): deletes that happened while the
+    bridge was away reach the topic only through reconciliation."""
+    truth = tmp_path / "truth.jsonl"
+    faults = Faults(drop_after=400, connections=4)
+    config = SimulatorConfig(
+        rate=800, tickers=20, truth=truth, delete_rate=0.05, msg_names=TYPES, faults=faults
+    )
+    with EmbeddedBroker() as broker:
+        async with Simulator(config) as sim:
+            env = env_for(
+                sim,
+                broker,
+                "e8.",
+                BRIDGE_RECONCILE="true",
+                MLINK_RESUME="snapshot",
+                MLINK_RECONNECT_MIN="0.5",
+                MLINK_RECONNECT_MAX="1",
+            )
+            code, pipeline = await run_until(
+                env,
+                lambda p, s, c: (
+                    c.connections >= 5
+                    and all(v == "live" for v in p.states.values())
+                    and sum(p.stats.records_out.values()) > 2000
+                ),
+            )
+        assert code == 0
+        assert pipeline.stats.reconciled > 0
+        lookup = schemas_from_topic(read_topic, broker, "e8.")
+        expected = reconciled_state(truth)
+        assert expected != latest_state(truth)  # some keys went while the bridge was away
+        checked = await asyncio.to_thread(
+            assert_topics_match_truth, read_topic, broker, "e8.", truth, lookup, expected=expected
         )
         assert checked > 300
 
