@@ -420,9 +420,12 @@ async def test_a_fatal_producer_error_stops_the_bridge_with_exit_code_1() -> Non
             stop = asyncio.Event()
 
             def inject(pipeline: Pipeline, sink: KafkaSink, connector: Connector) -> None:
-                # What librdkafka reports when idempotence can no longer be guaranteed.
+                # What librdkafka reports when idempotence can no longer be guaranteed; it calls
+                # the error callback from the thread that polls, not the event loop's.
                 error = KafkaError(KafkaError._FATAL, "UNKNOWN_PRODUCER_ID (simulated)", fatal=True)
-                asyncio.get_running_loop().call_later(1.0, sink._on_error, error)
+                timer = threading.Timer(1.0, sink._on_error, args=(error,))
+                timer.daemon = True
+                timer.start()
 
             async with asyncio.timeout(60):
                 code = await run_bridge(settings, stop=stop, on_pipeline=inject)
