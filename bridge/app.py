@@ -190,6 +190,7 @@ class Channel:
     backoff: float = 0.0
     known_keys: set[bytes] = field(default_factory=set)  # written here (with reconciliation on)
     snapshot_keys: set[bytes] | None = None  # seen in the snapshot under way
+    msg_header: tuple[str, str] = ("mlink.msg", "")
 
 
 @dataclass
@@ -266,61 +267,74 @@ class Pipeline:
             self._dead_letter(event.raw, str(event.error), "protocol", "", "")
 
     def _record(self, event: Record, held: Held | None = None) -> None:
+        # The hot path: one call per record, so lookups are kept local and nothing is
+        # allocated that the record does not need.
         record = event.record
         mtyp = record.mtyp
         stats = self.stats
+        label = event.label
+        channel = self._channels.get((label, mtyp))
+        if channel is None:
+            channel = self._channel(label, mtyp)  # first sight, or a type the catalog lacks
         if held is None:
             stats.records_in[mtyp] = stats.records_in.get(mtyp, 0) + 1
-        channel = self._channel(event.label, mtyp)
+            recv_ns = self._clock_ns()
+            epoch = self.epochs.get(label or "", 0)
+        else:
+            recv_ns, epoch = held.recv_ns, held.epoch
         if channel is None:
-            self._dead_letter(
-                record.raw, f"unknown message type {mtyp}", "catalog", event.label, mtyp
-            )
+            self._dead_letter(record.raw, f"unknown message type {mtyp}", "catalog", label, mtyp)
             return
         message = record.message
-        if held is None:
-            held = Held(event, self._clock_ns(), self.epochs.get(event.label or "", 0))
         value: bytes | None = None
         src_ns: int | None = None
         try:
             plan = channel.history.plan
             if record.deleted or channel.held is not None:
                 key = plan.key_of(message).encode()
-                self._seen(channel, event, key)
+                if event.snapshot and channel.snapshot_keys is not None:
+                    channel.snapshot_keys.add(key)
                 if channel.held is not None:
-                    self._hold(channel, key, held)
+                    self._hold(channel, key, held or Held(event, recv_ns, epoch))
                     return
             else:
                 normalized = plan.apply(message)
                 key = normalized.key.encode()
-                self._seen(channel, event, key)
+                # Counted on arrival: a snapshot record that then goes to the dead-letter
+                # topic must not be taken for a deleted key by reconciliation.
+                if event.snapshot and channel.snapshot_keys is not None:
+                    channel.snapshot_keys.add(key)
                 if normalized.unknown:
                     candidate = _fork(channel.history)
                     if candidate.evolve(normalized.unknown) is not channel.history.current:
-                        self._need_schema(channel, candidate, key, held)
+                        self._need_schema(
+                            channel, candidate, key, held or Held(event, recv_ns, epoch)
+                        )
                         return
                     # Nothing representable is new; the plan now ignores those names.
                     channel.history = candidate
                     normalized = candidate.plan.apply(message)
                 prefix = channel.prefix
                 if prefix is None:
-                    self._need_schema(channel, channel.history, key, held)
+                    self._need_schema(
+                        channel, channel.history, key, held or Held(event, recv_ns, epoch)
+                    )
                     return
                 value = channel.ctx.schema.encode(normalized.value, prefix)
                 src_ns = normalized.src_ns
         except CONVERSION_ERRORS as exc:
-            self._dead_letter(record.raw, str(exc), type(exc).__name__, event.label, mtyp)
+            self._dead_letter(record.raw, str(exc), type(exc).__name__, label, mtyp)
             return
         header = record.header
         headers: list[tuple[str, str | bytes | None]] = [
-            ("mlink.msg", mtyp),
+            channel.msg_header,
             ("mlink.seq", str(header.get("seqN", ""))),
             ("mlink.sent", str(header.get("sTim", ""))),
             ("mlink.src_ts", str(src_ns) if src_ns else ""),
-            ("bridge.recv_ns", str(held.recv_ns)),
-            ("bridge.epoch", str(held.epoch)),
+            ("bridge.recv_ns", str(recv_ns)),
+            ("bridge.epoch", str(epoch)),
         ]
-        stamp_ns = src_ns or held.recv_ns
+        stamp_ns = src_ns or recv_ns
         # Latency is measured on live records only: a snapshot replays old source times.
         latency_from = None if event.snapshot else stamp_ns
         self.sink.send(
@@ -332,12 +346,6 @@ class Pipeline:
             channel.known_keys.discard(key)
         elif self._reconcile_on:
             channel.known_keys.add(key)
-
-    def _seen(self, channel: Channel, event: Record, key: bytes) -> None:
-        """A key the snapshot under way holds (counted on arrival, so that a record that then
-        goes to the dead-letter topic is not taken for a deleted one)."""
-        if event.snapshot and channel.snapshot_keys is not None:
-            channel.snapshot_keys.add(key)
 
     # -- schema registration, off the event loop ----------------------------------------------
 
@@ -460,6 +468,7 @@ class Pipeline:
             topic = self.settings.topic_for(sub, spec.name) if sub else self.default_topic(spec)
             ctx = SerializationContext(topic, history.current)
             channel = Channel(label or "", topic, history, ctx, self.serializer.cached_prefix(ctx))
+            channel.msg_header = ("mlink.msg", mtyp)
         self._channels[ident] = channel
         return channel
 
