@@ -55,6 +55,8 @@ from bridge.mlink.session import (
     SubscriptionFailed,
 )
 from bridge.mlink.where import compile_where
+from bridge.ops.http import HealthServer, Parts
+from bridge.ops.logs import redactor
 from bridge.settings import AuthMode, Mode, ResumeMode, Settings, SubscriptionConfig
 from bridge.sink.avro import SchemaHistory, SchemaMismatch
 from bridge.sink.kafka import KafkaSink, OutRecord, ProducerFatal
@@ -231,6 +233,9 @@ class Pipeline:
         self.epochs: dict[str, int] = dict.fromkeys(self.subscriptions, 0)
         self.states: dict[str, str] = dict.fromkeys(self.subscriptions, "connecting")
         self._since: dict[str, str] = {}
+        self._snapshot_began: dict[str, float] = {}
+        self.snapshot_seconds: dict[str, float] = {}  # the last complete snapshot's duration
+        self.last_record_ns: dict[str, int] = {}  # per subscription label
         self.stats = PipelineStats()
 
     @property
@@ -247,8 +252,12 @@ class Pipeline:
             self.epochs[event.label] = self.epochs.get(event.label, 0) + 1
             for channel in self._channels_of(event.label):
                 channel.snapshot_keys = set()
+            self._snapshot_began[event.label] = time.monotonic()
             self._status(event.label, "snapshot")
         elif isinstance(event, SnapshotComplete):
+            began = self._snapshot_began.pop(event.label, None)
+            if began is not None:
+                self.snapshot_seconds[event.label] = time.monotonic() - began
             self._reconcile(event.label)
             self._status(event.label, "live", snapshotSize=event.records)
         elif isinstance(event, ConnectionUp):
@@ -278,8 +287,9 @@ class Pipeline:
             channel = self._channel(label, mtyp)  # first sight, or a type the catalog lacks
         if held is None:
             stats.records_in[mtyp] = stats.records_in.get(mtyp, 0) + 1
-            recv_ns = self._clock_ns()
-            epoch = self.epochs.get(label or "", 0)
+            name = label or ""
+            recv_ns = self.last_record_ns[name] = self._clock_ns()
+            epoch = self.epochs.get(name, 0)
         else:
             recv_ns, epoch = held.recv_ns, held.epoch
         if channel is None:
@@ -476,8 +486,16 @@ class Pipeline:
         return f"{self.settings.bridge_topic_prefix}{spec.name}"
 
     def _status(self, label: str, state: str, **extra: Any) -> None:
-        if self.states.get(label) != state or label not in self._since:
+        before = self.states.get(label)
+        if before != state or label not in self._since:
             self._since[label] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            log.info(
+                "subscription %s: %s -> %s",
+                label,
+                before,
+                state,
+                extra={"subscription": label, "state": state, **extra},
+            )
         self.states[label] = state
         body = {
             "subscription": label,
@@ -587,6 +605,7 @@ def _safe_key(key_of: Callable[[Mapping[str, Any]], str], message: Mapping[str, 
 def credentials_for(settings: Settings) -> Callable[[], Credentials]:
     def credentials() -> Credentials:
         jwt = settings.jwt()
+        redactor().add_secret(jwt)  # a rotated JWT file holds a new secret
         api_key = settings.mlink_api_key.get_secret_value() if settings.mlink_api_key else None
         password = (
             settings.mlink_api_password.get_secret_value() if settings.mlink_api_password else None
@@ -661,15 +680,36 @@ async def run_bridge(
 ) -> int:
     """The connector process. Returns the exit code: 0 only if every record was delivered."""
     catalog = catalog or default_catalog()
-    subs = settings.subscriptions()
-    specs = subscription_specs(settings, subs, catalog)
-    kafka = dict(settings.kafka_properties)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    parts = Parts(overflow_cap=settings.bridge_overflow_max_records)
+    health = None
+    if settings.bridge_http_port:
+        # First, so that /livez answers while the broker is still being waited for.
+        health = HealthServer(parts, settings.bridge_http_host, settings.bridge_http_port)
+        await health.start()
+    try:
+        return await _run(settings, catalog, stop, on_pipeline, registry, parts)
+    finally:
+        if health is not None:
+            await health.stop()
 
+
+async def _run(  # noqa: PLR0917 - run_bridge's body, split for the health server
+    settings: Settings,
+    catalog: Catalog,
+    stop: asyncio.Event,
+    on_pipeline: Callable[[Pipeline, KafkaSink, Connector], None] | None,
+    registry: SchemaRegistryClient | None,
+    parts: Parts,
+) -> int:
+    subs = settings.subscriptions()
+    specs = subscription_specs(settings, subs, catalog)
+    kafka = dict(settings.kafka_properties)
+    loop = asyncio.get_running_loop()
     fatal: list[ProducerFatal] = []
 
     def on_fatal(error: ProducerFatal) -> None:
@@ -723,6 +763,7 @@ async def run_bridge(
         jobs=jobs,
         highwater=connector.highwater_ts,
     )
+    parts.pipeline, parts.sink, parts.connector = pipeline, sink, connector
     if on_pipeline is not None:
         on_pipeline(pipeline, sink, connector)
 

@@ -168,6 +168,7 @@ async def bridge(bootstrap: str, seconds: float, rate: float, name: str) -> Resu
             "BRIDGE_TOPIC_PREFIX": prefix,
             "BRIDGE_TOPIC_PARTITIONS": "3",
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "BRIDGE_HTTP_PORT": "0",
             "LOG_LEVEL": "WARNING",
         }
         stop = asyncio.Event()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from bridge import __version__
 from bridge.app import run_bridge
 from bridge.errors import BridgeError, ConfigError
 from bridge.mlink.catalog import default_catalog
+from bridge.ops.logs import configure_logging, redactor
 from bridge.settings import Settings, load_settings
 from bridge.simulator.market import DEFAULT_TYPES
 from bridge.simulator.server import Faults, Simulator, SimulatorConfig
@@ -230,6 +232,8 @@ def _schemas() -> int:
 def _run() -> int:
     try:
         settings = load_settings()
+        for secret in settings.secret_values():
+            redactor().add_secret(secret)
         return asyncio.run(run_bridge(settings))
     except ConfigError as exc:
         print(f"mlink-bridge: configuration problem:\n{exc}", file=sys.stderr)
@@ -244,9 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlink-bridge {__version__}")
     parser.add_argument(
         "--log-level",
-        default="INFO",
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="default: LOG_LEVEL, else INFO",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "console"],
+        help="default: LOG_FORMAT, else json for run and check, console for the rest",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _simulate_parser(sub)
@@ -269,7 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    level = args.log_level or os.environ.get("LOG_LEVEL", "INFO").upper()
+    if level not in logging.getLevelNamesMapping():
+        print(f"mlink-bridge: LOG_LEVEL: unknown level {level!r}", file=sys.stderr)
+        return 2
+    service = args.command in ("run", "check")
+    fmt = args.log_format or os.environ.get("LOG_FORMAT") or ("json" if service else "console")
+    configure_logging(level, fmt)
     if args.command == "simulate":
         return asyncio.run(_simulate(_simulator_config(args)))
     if args.command == "demo":

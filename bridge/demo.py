@@ -13,7 +13,7 @@ import json
 import time
 
 from bridge.app import Pipeline, run_bridge
-from bridge.embedded import EmbeddedBroker
+from bridge.embedded import EmbeddedBroker, free_port
 from bridge.io.connector import Connector
 from bridge.settings import load_settings
 from bridge.simulator.market import DEFAULT_TYPES
@@ -45,7 +45,9 @@ async def run_demo(seconds: float, rate: float) -> int:
     with EmbeddedBroker() as broker:
         config = SimulatorConfig(rate=rate, msg_names=DEFAULT_TYPES)
         async with Simulator(config) as sim:
+            http = free_port()
             print(f"MLink simulator on {sim.url('/mlink/jsonf')}, Kafka on {broker.bootstrap}")
+            print(f"bridge health and metrics on http://127.0.0.1:{http}/readyz and /metrics")
             subs = [{"msgName": name, "activeLatency": 100} for name in DEFAULT_TYPES]
             env = {
                 "MLINK_URL": sim.url("/mlink/jsonf"),
@@ -53,6 +55,8 @@ async def run_demo(seconds: float, rate: float) -> int:
                 "BRIDGE_SUBSCRIPTIONS": json.dumps(subs),
                 "BRIDGE_TOPIC_PARTITIONS": "3",
                 "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                "BRIDGE_HTTP_HOST": "127.0.0.1",
+                "BRIDGE_HTTP_PORT": str(http),
             }
             stop = asyncio.Event()
             parts: list[tuple[Pipeline, KafkaSink, Connector]] = []

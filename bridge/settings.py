@@ -124,7 +124,8 @@ class Settings(BaseSettings):
     bridge_create_topics: bool = True
     bridge_allow_non_compacted: bool = False
     bridge_reconcile: bool = False
-    bridge_http_port: int = Field(default=8080, ge=0, le=65535)
+    bridge_http_port: int = Field(default=8080, ge=0, le=65535)  # 0: no health/metrics server
+    bridge_http_host: str = "0.0.0.0"
     bridge_queue_max_messages: int = Field(default=100_000, ge=100)
     bridge_overflow_max_records: int = Field(default=1_000_000, ge=100)
     bridge_flush_timeout: float = Field(default=30.0, gt=0)
@@ -228,6 +229,29 @@ class Settings(BaseSettings):
         if self.mlink_api_password is not None:
             return f"{key}.{self.mlink_api_password.get_secret_value()}"
         return key
+
+    def secret_values(self) -> list[str]:
+        """Every secret this configuration holds, for the log redactor."""
+        values = [
+            secret.get_secret_value()
+            for secret in (
+                self.mlink_api_key,
+                self.mlink_api_password,
+                self.mlink_jwt,
+                self.schema_registry_basic_auth_user_info,
+            )
+            if secret is not None
+        ]
+        if self.schema_registry_basic_auth_user_info is not None:
+            values.append(
+                self.schema_registry_basic_auth_user_info.get_secret_value().partition(":")[2]
+            )
+        if (token := self.api_token()) is not None:
+            values.append(token)
+        values += [
+            v for k, v in self.kafka_properties.items() if any(w in k.lower() for w in SECRET_WORDS)
+        ]
+        return [v for v in values if v]
 
     def topic_for(self, sub: SubscriptionConfig, msg_name: str) -> str:
         return sub.topic or f"{self.bridge_topic_prefix}{msg_name}"

@@ -149,6 +149,11 @@ class Connector:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    @property
+    def connected(self) -> bool:
+        """A websocket is open (it may still be authenticating or subscribing)."""
+        return self._ws is not None
+
     def highwater_ts(self, label: str) -> int | None:
         """The newest complete position of a subscription (ns), as a resume would use it."""
         marks = [self._highwater.get(label)]

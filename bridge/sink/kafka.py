@@ -112,6 +112,7 @@ class KafkaSink:
         self._stop = threading.Event()
         self._poll_lock = threading.Lock()
         self._fatal: ProducerFatal | None = None
+        self.brokers_down = False  # librdkafka said all brokers are down; cleared by a delivery
         self.stats = SinkStats()
         self._report = self._delivered_plain
         self._report_timed = self._delivered_timed
@@ -269,6 +270,7 @@ class KafkaSink:
                 self._fail(ProducerFatal(f"producer fatal error: {err.str()}"))
             return
         stats.delivered += 1
+        self.brokers_down = False
         if timed:
             kind, stamp_ms = msg.timestamp()
             if kind != TIMESTAMP_NOT_AVAILABLE:
@@ -284,6 +286,7 @@ class KafkaSink:
         if err.fatal():
             self._fail(ProducerFatal(f"producer fatal error: {err.str()}"))
         elif err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.brokers_down = True
             log.warning("all Kafka brokers are down; records wait in the queue")
         else:
             log.info("producer: %s", err.str())

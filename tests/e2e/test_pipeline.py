@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ from confluent_kafka import KafkaError
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bridge.app import Pipeline, run_bridge
-from bridge.embedded import EmbeddedBroker
+from bridge.embedded import EmbeddedBroker, free_port
 from bridge.io.connector import Connector
 from bridge.mlink.catalog import default_catalog
 from bridge.mlink.keys import canonical_key
@@ -43,6 +44,8 @@ def env_for(sim: Simulator, broker: EmbeddedBroker, prefix: str, **extra: str) -
         "BRIDGE_TOPIC_PREFIX": prefix,
         "BRIDGE_TOPIC_PARTITIONS": "3",
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "BRIDGE_HTTP_HOST": "127.0.0.1",
+        "BRIDGE_HTTP_PORT": str(free_port()),
         "MLINK_RECONNECT_MIN": "0.05",
         "MLINK_RECONNECT_MAX": "0.2",
         **extra,
@@ -439,6 +442,7 @@ def test_a_producer_configuration_that_cannot_work_exits_non_zero() -> None:
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
         "KAFKA_ACKS": "1",  # idempotence needs acks=all
         "BRIDGE_CREATE_TOPICS": "false",
+        "BRIDGE_HTTP_PORT": "0",
     }
     proc = subprocess.run(
         [sys.executable, "-m", "bridge", "run"],
@@ -483,3 +487,69 @@ async def test_a_broker_down_at_start_is_waited_for_and_nothing_is_lost(
         assert checked > 100
     finally:
         broker.stop()
+
+
+async def _http_get(port: int, path: str) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: bridge\r\n\r\n".encode())
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+async def test_health_and_metrics_follow_a_running_bridge() -> None:
+    config = SimulatorConfig(rate=500, tickers=10, msg_names=TYPES)
+    with EmbeddedBroker() as broker:
+        async with Simulator(config) as sim:
+            env = env_for(sim, broker, "e9.")
+            port = int(env["BRIDGE_HTTP_PORT"])
+            stop = asyncio.Event()
+            seen: dict[str, Any] = {}
+
+            async def probe() -> None:
+                try:
+                    for _ in range(200):  # the server starts before anything else
+                        with contextlib.suppress(OSError):
+                            seen["livez"] = await _http_get(port, "/livez")
+                            break
+                        await asyncio.sleep(0.05)
+                    for _ in range(300):
+                        status, body = await _http_get(port, "/readyz")
+                        if status == 200:
+                            seen["ready"] = json.loads(body)
+                            break
+                        await asyncio.sleep(0.1)
+                    seen["before"] = (await _http_get(port, "/metrics"))[1]
+                    await asyncio.sleep(1.5)
+                    seen["after"] = (await _http_get(port, "/metrics"))[1]
+                finally:
+                    stop.set()
+
+            prober = asyncio.create_task(probe())
+            async with asyncio.timeout(90):
+                code = await run_bridge(load_settings(env), stop=stop)
+            await prober
+    assert code == 0
+    assert seen["livez"] == (200, "ok\n")
+    assert seen["ready"] == {"ready": True, "failing": {}}
+    before, after = seen["before"], seen["after"]
+    for name in (
+        "mlink_bridge_records_in_total",
+        "mlink_bridge_records_out_total",
+        "mlink_bridge_delivered_total",
+        "mlink_bridge_latency_seconds_count",
+    ):
+        assert _metric(after, name) > _metric(before, name), name
+    assert _metric(after, "mlink_bridge_connected") == 1
+    assert _metric(after, 'mlink_bridge_subscription_state{state="live"') == len(TYPES)
+    assert _metric(after, "mlink_bridge_snapshot_duration_seconds") > 0
