@@ -797,6 +797,23 @@ async def _run(  # noqa: PLR0917 - run_bridge's body, split for the health serve
     pumper.cancel()
     left = await asyncio.to_thread(sink.flush, max(budget - time.monotonic(), 1.0))
     sink.close()
+    stats = sink.stats
+    log.info(
+        "shutdown: %d produced, %d delivered, %d failed, %d not delivered, %d waiting for a schema",
+        stats.produced,
+        stats.delivered,
+        stats.failed,
+        left,
+        held,
+        extra={
+            "produced": stats.produced,
+            "delivered": stats.delivered,
+            "failed": stats.failed,
+            "undelivered": left,
+            "held": held,
+            "conflated": stats.conflated,
+        },
+    )
     if reader.done() and not reader.cancelled() and reader.exception() is not None:
         log.error("reader failed: %s", reader.exception())
         return 1
