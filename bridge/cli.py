@@ -265,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=10.0, help="each measurement window")
     bench.add_argument("--rate", type=float, default=150_000, help="simulator updates/s offered")
     sub.add_parser("schemas", help="print the Avro schemas the bridge will write")
+    sub.add_parser(
+        "check",
+        help="verify the configuration and reach MLink, Kafka and the registry (read-only)",
+    )
     tail = sub.add_parser("tail", help="print the decoded latest records of a topic")
     tail.add_argument(
         "name", help="a subscription label, a message type (StockBookQuote) or a topic name"
@@ -301,4 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run_bench(args.seconds, args.rate))
     if args.command == "schemas":
         return _schemas()
+    if args.command == "check":
+        from bridge.ops.check import run_check  # noqa: PLC0415
+
+        return asyncio.run(run_check())
     return 2

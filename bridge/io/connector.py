@@ -28,6 +28,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import CloseCode
 
 from bridge.errors import BridgeError
 from bridge.io.policy import Failure, ReconnectPolicy
@@ -43,7 +44,9 @@ from bridge.mlink.session import (
     SnapshotBegin,
     SnapshotComplete,
     Subscription,
+    SubscriptionAcked,
     SubscriptionEnded,
+    SubscriptionFailed,
 )
 
 Sleeper = Callable[[float], Awaitable[None]]
@@ -223,12 +226,8 @@ class Connector:
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise _Failed(Failure.CONNECT, f"cannot connect: {type(exc).__name__}: {exc}") from None
 
-    async def _connection(self, attempt: int) -> AsyncIterator[list[ConnectorEvent]]:
-        try:
-            creds = self.config.credentials()
-        except BridgeError as exc:  # an unreadable JWT file, say: wait as for refused auth
-            raise _Failed(Failure.AUTH, str(exc)) from None
-        session = MLinkSession(
+    def _new_session(self, creds: Credentials) -> MLinkSession:
+        return MLinkSession(
             self._subscriptions(),
             form=self.config.form,
             logon=creds.logon,
@@ -238,6 +237,52 @@ class Connector:
                 max_payload=self.config.max_message, max_message=self.config.max_message
             ),
         )
+
+    async def check(self, timeout: float = 15.0) -> list[str]:
+        """One connection: authenticate, subscribe, and wait until MLink has answered every
+        subscription. Returns the problems found (empty: MLink takes this configuration)."""
+        try:
+            creds = self.config.credentials()
+            ws = await self._open(creds)
+        except BridgeError as exc:
+            return [str(exc)]
+        session = self._new_session(creds)
+        waiting = {spec.label for spec in self.subscriptions}
+        problems: list[str] = []
+        try:
+            async with asyncio.timeout(timeout):
+                session.connected()
+                for request in session.data_to_send():
+                    await ws.send(request)
+                async for payload in ws:
+                    for event in session.receive(payload):
+                        if isinstance(event, AuthFailed):
+                            return [f"MLink refused the credentials: {event.state} {event.detail}"]
+                        if isinstance(event, SubscriptionFailed):
+                            problems.append(f"subscription {event.label}: {event.detail}")
+                            waiting.discard(event.label)
+                        elif isinstance(event, SubscriptionAcked | SnapshotBegin | Record):
+                            waiting.discard(event.label or "")
+                    if not waiting:
+                        return problems
+                    for out in session.data_to_send():
+                        await ws.send(out)
+                problems.append(_closed_early(ws))
+        except TimeoutError:
+            problems.append(f"no answer for {', '.join(sorted(waiting))} within {timeout:.0f}s")
+        except ConnectionClosed:
+            problems.append(_closed_early(ws))
+        finally:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        return problems
+
+    async def _connection(self, attempt: int) -> AsyncIterator[list[ConnectorEvent]]:
+        try:
+            creds = self.config.credentials()
+        except BridgeError as exc:  # an unreadable JWT file, say: wait as for refused auth
+            raise _Failed(Failure.AUTH, str(exc)) from None
+        session = self._new_session(creds)
         ws = await self._open(creds)
         self._ws = ws
         self._session = session
@@ -289,6 +334,13 @@ class Connector:
             if ws.state.name != "CLOSED":
                 with contextlib.suppress(Exception):
                     await ws.close()
+
+
+def _closed_early(ws: ClientConnection) -> str:
+    code, reason = ws.close_code, ws.close_reason or ""
+    if code == CloseCode.POLICY_VIOLATION:
+        return f"MLink refused the credentials (close {code}: {reason})".replace(": )", ")")
+    return f"MLink closed the connection before answering (close {code} {reason})".strip()
 
 
 class _Watch:

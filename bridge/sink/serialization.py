@@ -114,7 +114,7 @@ def subject_for(topic: str) -> str:
     return f"{topic}-value"
 
 
-def _registry_call(action: str, call: Callable[[], T]) -> T:
+def registry_call(action: str, call: Callable[[], T]) -> T:
     """Run one registry request; turn its failures into BridgeErrors without credentials."""
     try:
         return call()
@@ -196,7 +196,7 @@ class ConfluentSerializer:
             self._prepare(subject)
         text = schema.json.decode()
         action = f"registering {schema.name} v{schema.version} under {subject}"
-        schema_id = _registry_call(
+        schema_id = registry_call(
             action, lambda: self._registry.register_schema(subject, Schema(text, "AVRO"))
         )
         self._ids[key] = schema_id
@@ -214,9 +214,9 @@ class ConfluentSerializer:
                     return []  # no such subject yet
                 raise
 
-        if not _registry_call(f"listing versions of {subject}", versions):
+        if not registry_call(f"listing versions of {subject}", versions):
             config = ServerConfig(compatibility=self._compatibility)
-            _registry_call(
+            registry_call(
                 f"setting compatibility of {subject}",
                 lambda: self._registry.set_config(subject, config),
             )
@@ -295,7 +295,7 @@ class SchemaLookup:
         registry = self._registry
         if registry is None:
             raise DecodeError(f"value uses registry schema id {schema_id} but no registry is set")
-        schema = _registry_call(
+        schema = registry_call(
             f"fetching schema id {schema_id}", lambda: registry.get_schema(schema_id)
         )
         if schema.schema_type not in (None, "AVRO") or schema.schema_str is None:

@@ -132,3 +132,26 @@ def _verify(
 def _reason(exc: KafkaException) -> str:
     error = exc.args[0] if exc.args else exc
     return error.str() if isinstance(error, KafkaError) else str(error)
+
+
+def inspect_topics(
+    admin: AdminClient,
+    specs: Iterable[TopicSpec],
+    *,
+    allow_non_compacted: bool = False,
+    timeout: float = 10.0,
+) -> tuple[list[str], list[str]]:
+    """Read-only: the topics that do not exist yet, and what is wrong with those that do.
+    Raises TopicError when the cluster cannot be reached."""
+    wanted = list(specs)
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise TopicError(f"cannot list topics: {_reason(exc)}") from None
+    missing = [spec.name for spec in wanted if spec.name not in existing]
+    present = [spec for spec in wanted if spec.name in existing]
+    try:
+        _verify(admin, present, allow_non_compacted, timeout)
+    except (ConfigError, TopicError) as exc:
+        return missing, str(exc).splitlines()
+    return missing, []

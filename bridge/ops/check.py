@@ -1,0 +1,125 @@
+"""`mlink-bridge check`: is this configuration one the bridge can run with? Read-only.
+
+Checks, in order, each printed as one `ok` or `FAIL` line with the reason:
+settings (every variable, the subscriptions and their where clauses), the producer
+configuration, Kafka (reachable; the topics exist compacted, or will be created), the schema
+registry (reachable, credentials accepted) if one is set, and MLink (connect, authenticate,
+every subscription answered). Exit code 0 when all pass, 1 when one fails, 2 for settings.
+Nothing is created or written anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from bridge.app import credentials_for, registry_client, subscription_specs, topic_specs
+from bridge.errors import BridgeError, ConfigError
+from bridge.io.connector import Connector, ConnectorConfig
+from bridge.mlink.catalog import default_catalog
+from bridge.settings import PRODUCER_DEFAULTS, AuthMode, ResumeMode, Settings, load_settings
+from bridge.sink.serialization import registry_call
+from bridge.sink.topics import TopicError, TopicSpec, inspect_topics
+
+__all__ = ["run_check"]
+
+Say = Callable[[bool, str, str], None]
+
+
+def _print(ok: bool, what: str, detail: str) -> None:
+    print(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}", flush=True)
+
+
+async def run_check(environ: dict[str, str] | None = None, say: Say = _print) -> int:
+    try:
+        settings = load_settings(environ)
+        subs = settings.subscriptions()
+        specs = subscription_specs(settings, subs, default_catalog())
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            say(False, "settings", line)
+        return 2
+    say(True, "settings", f"{len(subs)} subscriptions: {', '.join(s.name for s in subs)}")
+    results = [
+        _producer(settings, say),
+        _kafka(settings, topic_specs(settings, subs, default_catalog()), say),
+    ]
+    registry = registry_client(settings)
+    if registry is not None:
+        results.append(_registry(registry, say))
+    else:
+        say(True, "schema registry", f"none; schemas go to {settings.schemas_topic}")
+    connector = Connector(
+        ConnectorConfig(
+            settings.mlink_url,
+            credentials_for(settings),
+            header_auth=settings.mlink_auth is AuthMode.HEADER,
+            max_message=settings.mlink_max_message_bytes,
+            ping_interval=settings.mlink_ping_interval,
+            ping_timeout=settings.mlink_ping_timeout,
+            resume_highwater=settings.mlink_resume is ResumeMode.HIGHWATER,
+            jwt_file=settings.mlink_jwt_file,
+        ),
+        specs,
+    )
+    problems = await connector.check()
+    for problem in problems:
+        say(False, "MLink", problem)
+    if not problems:
+        say(True, "MLink", f"{settings.mlink_url}: authenticated, every subscription answered")
+    results.append(not problems)
+    return 0 if all(results) else 1
+
+
+def _producer(settings: Settings, say: Say) -> bool:
+    config = {
+        **PRODUCER_DEFAULTS,
+        **settings.kafka_properties,
+        "logger": logging.getLogger("librdkafka"),
+    }
+    try:
+        Producer(config)
+    except KafkaException as exc:
+        say(False, "producer", f"librdkafka refuses the configuration: {exc.args[0]}")
+        return False
+    say(True, "producer", "configuration accepted (idempotent, acks=all)")
+    return True
+
+
+def _kafka(settings: Settings, specs: list[TopicSpec], say: Say) -> bool:
+    config: dict[str, Any] = {
+        **settings.kafka_properties,
+        "logger": logging.getLogger("librdkafka"),
+    }
+    admin = AdminClient(config)
+    try:
+        missing, problems = inspect_topics(
+            admin, specs, allow_non_compacted=settings.bridge_allow_non_compacted
+        )
+    except (TopicError, KafkaException) as exc:
+        say(False, "Kafka", str(exc))
+        return False
+    for problem in problems:
+        say(False, "Kafka", problem)
+    if missing and not settings.bridge_create_topics:
+        say(False, "Kafka", f"missing and BRIDGE_CREATE_TOPICS is off: {', '.join(missing)}")
+        return False
+    if not problems:
+        todo = f"; to be created: {', '.join(missing)}" if missing else ""
+        say(True, "Kafka", f"reachable, {len(specs) - len(missing)} topics verified{todo}")
+    return not problems
+
+
+def _registry(client: SchemaRegistryClient, say: Say) -> bool:
+    try:
+        subjects = registry_call("listing subjects", client.get_subjects)
+    except BridgeError as exc:
+        say(False, "schema registry", str(exc))
+        return False
+    say(True, "schema registry", f"reachable, {len(subjects)} subjects")
+    return True
