@@ -16,9 +16,10 @@ records, so schema and values cannot drift apart:
 `SchemaHistory` keeps a message type's versions. `evolve(unknown)` adds newly seen wire fields as
 optional (`["null", T]`, default null; a JSON object or list is kept as compact JSON text).
 
-`WriterSchema.encode(value, prefix)` is compiled once per schema into straight-line Python that
-writes exactly the bytes `fastavro.schemaless_writer` writes for valid values, two to three
-times faster (see benchmarks/transform_encode.py), and refuses what fastavro would write wrong or
+`WriterSchema.encode(value, prefix)` is compiled once per schema (and once per frequent set of
+present fields) into straight-line Python that writes exactly the bytes
+`fastavro.schemaless_writer` writes for valid values, about twice as fast as fastavro (see
+benchmarks/transform_encode.py), and refuses what fastavro would write wrong or
 silently convert: a float, bool or numeric string in a `long`, a bool or string in a `double`,
 NaN or infinity anywhere (JSON consumers cannot carry them). A refused value raises
 SchemaMismatch naming the field; the caller dead-letters the record. A field that is omitted or
@@ -204,9 +205,18 @@ def _varint(z: int) -> bytes:
     return bytes(out)
 
 
+def _zigzag(n: int) -> int:
+    return (n << 1) ^ (n >> 63)
+
+
 _VARINT = tuple(_varint(z) for z in range(_SMALL))
 # 14 bits as two varint bytes that both say "more follows".
 _CONTINUED = tuple(bytes(((z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80)) for z in range(_SMALL))
+# The same for the low 13 bits of a long n >= 0, whose zig-zag is 2n: CONTINUED[2 * (n & 8191)].
+_CONTINUED_EVEN = _CONTINUED[::2]
+# The varint of every long in -8192..8191, indexed by the long itself: a negative index counts
+# from the end, where the negative longs are. Saves the zig-zag arithmetic for small values.
+_SMALL_LONGS = tuple(_varint(_zigzag(n)) for n in (*range(_SMALL // 2), *range(-_SMALL // 2, 0)))
 
 
 def _describe(value: Any) -> str:
@@ -220,9 +230,9 @@ def _bad(path: str, expected: str, value: Any) -> NoReturn:
     raise SchemaMismatch(f"{path}: expected {expected}, got {_describe(value)}")
 
 
-def _as_double(value: Any, path: str, default: float) -> float:
-    if value is None:
-        return default
+def _as_double(value: Any, path: str, default: Any) -> float:
+    if value is None and default is not _MISSING:
+        return float(default)
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:
             return float(value)
@@ -231,38 +241,49 @@ def _as_double(value: Any, path: str, default: float) -> float:
     _bad(path, "double", value)
 
 
-def _as_long(value: Any, path: str, default: int) -> int:
-    if value is None:
-        return default
+def _as_long(value: Any, path: str, default: Any) -> int:
+    if value is None and default is not _MISSING:
+        return int(default)
     if isinstance(value, int) and not isinstance(value, bool):
         return int(value)
     _bad(path, "long", value)
 
 
 class _Longs:
-    """Varint bytes of longs that do not fit the small table. The bytes above the low 28 bits
-    are remembered: nanosecond timestamps share them for about a tenth of a second."""
+    """Varint bytes of longs that do not fit the small table. The bytes above the low 28 bits of
+    the zig-zag are remembered: nanosecond timestamps share them for about a tenth of a second.
+    `high` maps those high bits to their varint bytes (a pure function, whatever the sign)."""
 
     __slots__ = ("high",)
 
     def __init__(self) -> None:
-        self.high: dict[int, bytes] = {}  # z >> 28 -> its varint bytes, for in-range values
+        self.high: dict[int, bytes] = {}
+
+    def _high(self, bits: int) -> bytes:
+        high = self.high.get(bits)
+        if high is None:
+            high = _varint(bits)
+            if len(self.high) >= _MAX_CACHED:
+                self.high.clear()
+            self.high[bits] = high
+        return high
 
     def encode(self, value: int, path: str) -> bytes:
         if not _INT64_MIN <= value <= _INT64_MAX:
             raise SchemaMismatch(f"{path}: {value} does not fit a 64-bit long")
-        z = (value << 1) ^ (value >> 63)
+        z = _zigzag(value)
         if z < _SMALL:
             return _VARINT[z]
         if z < 1 << 28:
             return _CONTINUED[z & 0x3FFF] + _VARINT[z >> 14]
-        high = self.high.get(z >> 28)
-        if high is None:
-            high = _varint(z >> 28)
-            if len(self.high) >= _MAX_CACHED:
-                self.high.clear()
-            self.high[z >> 28] = high
-        return _CONTINUED[z & 0x3FFF] + _CONTINUED[(z >> 14) & 0x3FFF] + high
+        return _CONTINUED[z & 0x3FFF] + _CONTINUED[(z >> 14) & 0x3FFF] + self._high(z >> 28)
+
+    def high_of(self, value: int, path: str) -> bytes:
+        """The varint bytes of `value >> 27` for a long value >= 2**27: with 2n as its zig-zag,
+        what follows the four bytes of the low 28 bits."""
+        if value > _INT64_MAX:
+            raise SchemaMismatch(f"{path}: {value} does not fit a 64-bit long")
+        return self._high(value >> 27)
 
 
 def _not_finite(values: tuple[float, ...], paths: tuple[str, ...]) -> NoReturn:
@@ -288,31 +309,43 @@ def _as_array(value: Any, path: str) -> list[Any]:
     _bad(path, "array", value)
 
 
-class _Strings:
+def _string_bytes(text: str) -> bytes:
+    """Avro string: the zig-zagged UTF-8 length, then the UTF-8 bytes."""
+    data = text.encode()
+    n = len(data) << 1
+    return (_VARINT[n] if n < _SMALL else _varint(n)) + data
+
+
+class _Strings(dict[str, bytes]):
     """str -> Avro bytes (length + UTF-8), remembered for short strings: enum names, venues and
-    symbols repeat in almost every record."""
+    symbols repeat in almost every record.
 
-    __slots__ = ("table",)
+    `strings[text]` is the compiled encoders' fast path: one dict lookup for a string seen
+    before; anything that is not exactly a str raises TypeError, a string that cannot be UTF-8
+    ValueError (the encoder then runs its careful version, which names the field).
+    `encode(text, path, default)` is the careful version."""
 
-    def __init__(self) -> None:
-        self.table: dict[str, bytes] = {}
+    __slots__ = ()
 
-    def encode(self, text: Any, path: str, default: str = "") -> bytes:
-        if text is None:
+    def __missing__(self, text: Any) -> bytes:
+        if text.__class__ is not str:
+            raise TypeError(f"expected string, got {_describe(text)}")
+        out = _string_bytes(text)  # UnicodeEncodeError is a ValueError
+        if len(text) <= _MAX_CACHED_STRING_CHARS:
+            if len(self) >= _MAX_CACHED:
+                self.clear()
+            self[text] = out
+        return out
+
+    def encode(self, text: Any, path: str, default: Any = "") -> bytes:
+        if text is None and default is not _MISSING:
             text = default
         if not isinstance(text, str):
             _bad(path, "string", text)
         try:
-            data = text.encode()
+            return self[text] if text.__class__ is str else _string_bytes(text)
         except UnicodeEncodeError:
             raise SchemaMismatch(f"{path}: string is not valid Unicode") from None
-        n = len(data) << 1
-        out = (_VARINT[n] if n < _SMALL else _varint(n)) + data
-        if len(text) <= _MAX_CACHED_STRING_CHARS and text.__class__ is str:
-            if len(self.table) >= _MAX_CACHED:
-                self.table.clear()
-            self.table[text] = out
-        return out
 
 
 def _full_name(name: str, namespace: str | None) -> str:
@@ -322,61 +355,81 @@ def _full_name(name: str, namespace: str | None) -> str:
 Encoder = Callable[[Mapping[str, Any], bytes], bytes]
 
 
-class _At(NamedTuple):
-    """Where generated code is being written: indentation, field path (for messages), record
-    nesting depth (names the getter variables) and the enclosing Avro namespace."""
-
-    indent: int
-    path: str
-    depth: int
-    namespace: str | None
-
-
-def _string_bytes(text: str) -> bytes:
-    data = text.encode()
-    return _varint(len(data) << 1) + data
-
-
 # The encoded bytes of a primitive field's default value, by Avro type.
 _PRIMITIVE_DEFAULTS: dict[str, Callable[[Any], bytes]] = {
     "double": lambda value: _PACK_DOUBLE(float(value)),
-    "long": lambda value: _varint((int(value) << 1) ^ (int(value) >> 63)),
+    "long": lambda value: _varint(_zigzag(int(value))),
     "string": _string_bytes,
     "boolean": lambda value: b"\x01" if value else b"\x00",
 }
+_MAX_SHAPES = 64  # specialized encoders per schema; other shapes take the generic one
+_SHAPE_AFTER = 32  # a shape gets its encoder when seen this often (compiling takes ms)
+_MAX_SHAPES_COUNTED = 1024
+
+
+def _merged(parts: list[str | bytes]) -> list[str]:
+    """Parts as code, adjacent known bytes joined into one literal."""
+    code: list[str] = []
+    known = b""
+    for part in parts:
+        if isinstance(part, bytes):
+            known += part
+            continue
+        if known:
+            code.append(repr(known))
+            known = b""
+        code.append(part)
+    if known:
+        code.append(repr(known))
+    return code
+
+
+class _At(NamedTuple):
+    """Where generated code is being written: indentation, field path (for messages) and the
+    enclosing Avro namespace."""
+
+    indent: int
+    path: str
+    namespace: str | None
 
 
 class _EncoderCompiler:
     """Writes one straight-line Python function per schema. Supports what `avro_schema` makes:
     records, named references, double, long, string, boolean, arrays, and ["null", T].
 
-    Every value becomes one or more "parts" (local bytes variables) joined once at the end.
-    Each value is first checked by its exact class (one cheap test), so only values that need
-    converting or refusing reach the helpers. None in a field that is not nullable means the
-    field's default, like an omitted field (a JSON null carries no value).
+    A field is read once, `get(name, default)`, so that an omitted field is its default value.
+    Every value becomes a "part": an expression in the one `b''.join` at the end (a string is
+    just `S[value]`), or a local computed before it (longs, unions, arrays). Doubles are packed
+    with one precompiled struct per run of adjacent doubles, after one NaN/infinity test for all
+    the doubles of a record (for finite d, d - d is exactly 0.0). Each long or double is first
+    checked by its exact class (one cheap test), so only values that need converting or
+    refusing reach the helpers. None in a field that is not nullable means the field's default,
+    like an omitted field (a JSON null carries no value).
 
-    The `careful` variant also checks that strings are strings before the cache lookup; the
-    fast one lets an unhashable value raise TypeError and then runs the careful one to name the
-    field."""
+    The fast variant lets anything unexpected raise (TypeError from the string table for a
+    non-string, for instance) and then returns what the `careful` variant makes of the value:
+    that one checks every string and raises SchemaMismatch naming the field."""
 
-    def __init__(self, careful: bool) -> None:
+    def __init__(self, careful: bool, strings: _Strings, longs: _Longs) -> None:
         self.careful = careful
         self.lines: list[str] = []
         self.count = 0
-        strings = _Strings()
-        longs = _Longs()
+        self.finite: list[tuple[str, str]] = []  # doubles (local, path) not checked yet
         self.namespace: dict[str, Any] = {
             "MISSING": _MISSING,
             "MISMATCH": SchemaMismatch,
             "VAR": _VARINT,
             "CONT": _CONTINUED,
-            "S": strings.table,
+            "CONT2": _CONTINUED_EVEN,
+            "SMALL": _SMALL_LONGS,
+            "S": strings,
             "STRING": strings.encode,
             "DOUBLE": _as_double,
             "PACK1": _PACK_DOUBLE,
             "LONG": _as_long,
             "LONGBYTES": longs.encode,
             "HIGH": longs.high,
+            "HIGHBYTES": longs.high_of,
             "NOTFINITE": _not_finite,
             "RECORD": _as_record,
             "ARRAY": _as_array,
@@ -387,9 +440,10 @@ class _EncoderCompiler:
     def emit(self, indent: int, line: str) -> None:
         self.lines.append("    " * indent + line)
 
-    def part(self) -> str:
+    def local(self, prefix: str) -> str:
+        """A fresh local name: parts are evaluated at the end, so no name is ever reused."""
         self.count += 1
-        return f"a{self.count}"
+        return f"{prefix}{self.count}"
 
     def constant(self, value: Any) -> str:
         if value is None or isinstance(value, bool | int | float | str):
@@ -398,18 +452,41 @@ class _EncoderCompiler:
         self.namespace[name] = value
         return name
 
-    def compile(self, schema: Mapping[str, Any], careful: Encoder | None = None) -> Encoder:
+    def compile(
+        self,
+        schema: Mapping[str, Any],
+        careful: Encoder | None = None,
+        shape: tuple[str, ...] | None = None,
+    ) -> Encoder:
+        """The encoder function. With a `shape` (a dict's keys, in order), one for dicts with
+        exactly those keys: it unpacks `v.values()` instead of looking fields up, and writes
+        the bytes of absent fields' defaults as constants."""
         name = _full_name(schema["name"], schema.get("namespace"))
         self.namespace["CAREFUL"] = careful
         self.emit(0, "def encode(v, prefix=b''):")
         self.emit(1, "try:")
-        self.emit(2, "g0 = v.get")
-        parts = self.record_fields(schema, "g0", _At(2, name, 0, schema.get("namespace")))
-        self.emit(2, f"return b''.join((prefix, {', '.join(parts)}))")
+        present: dict[str, str] | None = None
+        if shape is None:
+            self.emit(2, "g0 = v.get")
+        else:
+            present = {key: self.local("k") for key in shape}
+            if shape:
+                self.emit(2, f"{', '.join(present.values())}, = v.values()")
+        at = _At(2, name, schema.get("namespace"))
+        parts = self.record_fields(schema, "g0", at, present)
+        self.check_finite(2)
+        self.emit(2, f"return b''.join((prefix, {', '.join(_merged(parts))}))")
         self.emit(1, "except (TypeError, ValueError, AttributeError, OverflowError) as exc:")
-        if careful is not None:
-            self.emit(2, "CAREFUL(v, prefix)")  # raises SchemaMismatch naming the field
-        self.emit(2, f"raise MISMATCH(f'{name}: value does not fit the schema: {{exc}}') from None")
+        if careful is None:
+            self.emit(
+                2, f"raise MISMATCH(f'{name}: value does not fit the schema: {{exc}}') from None"
+            )
+        else:
+            self.emit(2, "pass")
+            # Outside the handler, so that the careful version's error stands alone.
+            self.emit(
+                1, "return CAREFUL(v, prefix)"
+            )  # the bytes, or SchemaMismatch naming the field
         source = "\n".join(self.lines)
         exec(compile(source, f"<avro encoder {name}>", "exec"), self.namespace)
         encode: Encoder = self.namespace["encode"]
@@ -430,12 +507,20 @@ class _EncoderCompiler:
     def default_of(self, field: Mapping[str, Any]) -> str:
         return self.constant(field["default"]) if "default" in field else "MISSING"
 
-    def record_fields(self, schema: Mapping[str, Any], getter: str, at: _At) -> list[str]:
-        """Code for a record's fields, read with `getter`; returns their parts in order."""
+    def record_fields(
+        self,
+        schema: Mapping[str, Any],
+        getter: str,
+        at: _At,
+        present: Mapping[str, str] | None = None,
+    ) -> list[str | bytes]:
+        """Code for a record's fields, read with `getter`, or, given `present` (field name ->
+        local holding its value), from those locals, absent fields being their defaults.
+        Returns the parts in order: code, or the bytes themselves when known already."""
         at = at._replace(namespace=schema.get("namespace", at.namespace))
         self.named[_full_name(schema["name"], at.namespace)] = schema
         fields = list(schema["fields"])
-        parts: list[str] = []
+        parts: list[str | bytes] = []
         i = 0
         while i < len(fields):
             run = 0
@@ -445,129 +530,179 @@ class _EncoderCompiler:
             ):
                 run += 1
             if run >= 2:
-                parts.append(self.double_run(fields[i : i + run], getter, at))
+                parts.append(self.double_run(fields[i : i + run], getter, at, present))
                 i += run
                 continue
             f = fields[i]
             default = self.default_of(f)
             here = at._replace(path=f"{at.path}.{f['name']}")
-            kind = self.type_name(f["type"], at.namespace)
-            if "default" in f and isinstance(kind, str) and kind in _PRIMITIVE_DEFAULTS:
-                # Omitted (or null) is common, as MLink leaves defaults out: write the default's
-                # bytes, computed once, without looking at the value any further.
-                part = self.part()
-                encoded = self.constant(_PRIMITIVE_DEFAULTS[kind](f["default"]))
-                self.emit(at.indent, f"x = {getter}({f['name']!r})")
-                self.emit(at.indent, "if x is None:")
-                self.emit(at.indent + 1, f"{part} = {encoded}")
-                self.emit(at.indent, "else:")
-                self.primitive(kind, "x", here._replace(indent=at.indent + 1), default, part)
-                parts.append(part)
+            if present is None:
+                parts += self.value(f["type"], f"{getter}({f['name']!r}, {default})", here, default)
+            elif f["name"] in present:
+                parts += self.value(f["type"], present[f["name"]], here, default)
             else:
-                self.emit(at.indent, f"x = {getter}({f['name']!r}, {default})")
-                parts += self.value(f["type"], "x", here, default)
+                known = self.default_bytes(f, at.namespace)
+                parts += (
+                    [known] if known is not None else self.value(f["type"], default, here, default)
+                )
             i += 1
         return parts
 
-    def double_run(self, fields: list[Mapping[str, Any]], getter: str, at: _At) -> str:
-        """Consecutive doubles: checked one by one, then packed with one struct call."""
-        names = [f"d{j}" for j in range(len(fields))]
-        paths = tuple(f"{at.path}.{f['name']}" for f in fields)
-        for var, f, fpath in zip(names, fields, paths, strict=True):
-            default = self.default_of(f)
-            self.emit(at.indent, f"{var} = {getter}({f['name']!r}, {default})")
-            self.emit(at.indent, f"if {var}.__class__ is not float:")
-            self.emit(at.indent + 1, f"{var} = DOUBLE({var}, {fpath!r}, {default})")
-        # For finite values each `d - d` is exactly 0.0; NaN or infinity makes the sum NaN.
-        args = ", ".join(names)
-        self.emit(at.indent, "if " + " + ".join(f"{var} - {var}" for var in names) + ":")
-        self.emit(at.indent + 1, f"NOTFINITE(({args},), {self.constant(paths)})")
-        part = self.part()
-        pack = self.constant(struct.Struct(f"<{len(fields)}d").pack)
-        self.emit(at.indent, f"{part} = {pack}({args})")
-        return part
+    def default_bytes(self, field: Mapping[str, Any], namespace: str | None) -> bytes | None:
+        """The encoded default of a field, when it is a primitive, null or an empty array."""
+        if "default" not in field:
+            return None
+        kind, default = self.resolve(field["type"], namespace), field["default"]
+        if isinstance(kind, list):
+            return b"\x00" if default is None and kind and kind[0] == "null" else None
+        if isinstance(kind, Mapping):
+            if kind["type"] == "array" and default == []:
+                return b"\x00"
+            kind = kind["type"]
+        encode = _PRIMITIVE_DEFAULTS.get(kind) if isinstance(kind, str) else None
+        return None if encode is None else encode(default)
 
-    def value(self, kind: Any, var: str, at: _At, default: str) -> list[str]:
-        """Code that encodes `var` (present, not the missing marker) as `kind`."""
+    def double_run(
+        self,
+        fields: list[Mapping[str, Any]],
+        getter: str,
+        at: _At,
+        present: Mapping[str, str] | None,
+    ) -> str | bytes:
+        """Consecutive doubles: checked one by one, then packed with one struct call."""
+        args: list[str] = []
+        absent: list[float] = []
+        for f in fields:
+            default = self.default_of(f)
+            if present is None:
+                value = f"{getter}({f['name']!r}, {default})"
+            elif f["name"] in present:
+                value = present[f["name"]]
+            elif "default" in f:  # absent: the default goes into the struct call as it is
+                absent.append(float(f["default"]))
+                args.append(repr(absent[-1]))
+                continue
+            else:
+                value = "MISSING"
+            args.append(self.double(value, at._replace(path=f"{at.path}.{f['name']}"), default))
+        packer = struct.Struct(f"<{len(fields)}d")
+        if len(absent) == len(fields):
+            return packer.pack(*absent)
+        return f"{self.constant(packer.pack)}({', '.join(args)})"
+
+    def double(self, value: str, at: _At, default: str) -> str:
+        """A local holding the double `value`, converted or refused; its NaN test is pending."""
+        d = self.local("d")
+        self.emit(at.indent, f"{d} = {value}")
+        self.emit(at.indent, f"if {d}.__class__ is not float:")
+        self.emit(at.indent + 1, f"{d} = DOUBLE({d}, {at.path!r}, {default})")
+        self.finite.append((d, at.path))
+        return d
+
+    def check_finite(self, indent: int) -> None:
+        """One test for all the doubles read since the last one (before they are packed)."""
+        if not self.finite:
+            return
+        names = [d for d, _ in self.finite]
+        paths = self.constant(tuple(path for _, path in self.finite))
+        self.emit(indent, "if " + " + ".join(f"{d} - {d}" for d in names) + ":")
+        self.emit(indent + 1, f"NOTFINITE(({', '.join(names)},), {paths})")
+        self.finite = []
+
+    def value(self, kind: Any, value: str, at: _At, default: str) -> list[str | bytes]:
+        """Parts that encode `value` (an expression evaluated exactly once) as `kind`."""
         kind = self.resolve(kind, at.namespace)
         if isinstance(kind, list):
-            return [self.union(kind, var, at)]
+            return [self.union(kind, value, at)]
         if isinstance(kind, Mapping):
             if kind["type"] == "record":
-                self.emit(at.indent, f"if {var}.__class__ is not dict:")
-                self.emit(at.indent + 1, f"{var} = RECORD({var}, {at.path!r})")
-                getter = f"g{at.depth + 1}"
-                self.emit(at.indent, f"{getter} = {var}.get")
-                return self.record_fields(kind, getter, at._replace(depth=at.depth + 1))
+                r, getter = self.local("r"), self.local("g")
+                self.emit(at.indent, f"{r} = {value}")
+                self.emit(at.indent, f"if {r}.__class__ is not dict:")
+                self.emit(at.indent + 1, f"{r} = RECORD({r}, {at.path!r})")
+                self.emit(at.indent, f"{getter} = {r}.get")
+                return self.record_fields(kind, getter, at)
             if kind["type"] == "array":
-                return [self.array(kind, var, at)]
+                return [self.array(kind, value, at)]
             kind = kind["type"]
-        return [self.primitive(kind, var, at, default)]
+        return [self.primitive(kind, value, at, default)]
 
-    def primitive(self, kind: Any, var: str, at: _At, default: str, part: str | None = None) -> str:
-        p, i, a = repr(at.path), at.indent, part or self.part()
+    def primitive(self, kind: Any, value: str, at: _At, default: str) -> str:
+        p, i = repr(at.path), at.indent
         if kind == "double":
-            self.emit(i, f"if {var}.__class__ is not float:")
-            self.emit(i + 1, f"{var} = DOUBLE({var}, {p}, {default})")
-            self.emit(i, f"if {var} - {var}:")
-            self.emit(i + 1, f"NOTFINITE(({var},), ({p},))")
-            self.emit(i, f"{a} = PACK1({var})")
-        elif kind == "long":
-            self.emit(i, f"if {var}.__class__ is not int:")
-            self.emit(i + 1, f"{var} = LONG({var}, {p}, {default})")
-            self.emit(i, f"z = ({var} << 1) ^ ({var} >> 63)")
-            self.emit(i, "if z < 16384:")
-            self.emit(i + 1, f"{a} = VAR[z]")
-            self.emit(i, "elif z < 268435456:")
-            self.emit(i + 1, f"{a} = CONT[z & 16383] + VAR[z >> 14]")
-            self.emit(i, "else:")
-            # Large values (ns timestamps): their high bytes are usually cached already.
-            self.emit(i + 1, "b = HIGH.get(z >> 28)")
-            self.emit(i + 1, "if b is None:")
-            self.emit(i + 2, f"{a} = LONGBYTES({var}, {p})")
+            return f"PACK1({self.double(value, at, default)})"
+        if kind == "string":
+            return f"STRING({value}, {p}, {default})" if self.careful else f"S[{value}]"
+        x, a = self.local("x"), self.local("a")
+        self.emit(i, f"{x} = {value}")
+        if kind == "long":
+            self.emit(i, f"if {x}.__class__ is not int:")
+            self.emit(i + 1, f"{x} = LONG({x}, {p}, {default})")
+            # With n >= 0 the zig-zag is 2n: its low bits come from the tables as they are.
+            self.emit(i, f"if {x} >= 8192:")
+            self.emit(i + 1, f"if {x} < 134217728:")
+            self.emit(i + 2, f"{a} = CONT2[{x} & 8191] + VAR[{x} >> 13]")
             self.emit(i + 1, "else:")
-            self.emit(i + 2, f"{a} = CONT[z & 16383] + CONT[(z >> 14) & 16383] + b")
-        elif kind == "string":
-            if self.careful:
-                self.emit(i, f"{a} = S.get({var}) if {var}.__class__ is str else None")
-            else:
-                self.emit(i, f"{a} = S.get({var})")
-            self.emit(i, f"if {a} is None:")
-            self.emit(i + 1, f"{a} = STRING({var}, {p}, {default})")
+            # Large values (ns timestamps): their high bytes are usually known already.
+            self.emit(i + 2, f"h = HIGH.get({x} >> 27)")
+            self.emit(i + 2, "if h is None:")
+            self.emit(i + 3, f"h = HIGHBYTES({x}, {p})")
+            self.emit(i + 2, f"{a} = CONT2[{x} & 8191] + CONT[({x} >> 13) & 16383] + h")
+            self.emit(i, f"elif {x} >= -8192:")
+            self.emit(i + 1, f"{a} = SMALL[{x}]")
+            self.emit(i, "else:")
+            self.emit(i + 1, f"{a} = LONGBYTES({x}, {p})")
         elif kind == "boolean":
-            self.emit(i, f"if {var} is True:")
+            if default != "MISSING":
+                self.emit(i, f"if {x} is None:")
+                self.emit(i + 1, f"{x} = {default}")
+            self.emit(i, f"if {x} is True:")
             self.emit(i + 1, f"{a} = b'\\x01'")
-            self.emit(i, f"elif {var} is False:")
+            self.emit(i, f"elif {x} is False:")
             self.emit(i + 1, f"{a} = b'\\x00'")
             self.emit(i, "else:")
-            self.emit(i + 1, f"BAD({p}, 'boolean', {var})")
+            self.emit(i + 1, f"BAD({p}, 'boolean', {x})")
         else:
             raise TypeError(f"{at.path}: the compiled encoder does not support {kind!r}")
         return a
 
-    def union(self, branches: list[Any], var: str, at: _At) -> str:
+    def union(self, branches: list[Any], value: str, at: _At) -> str:
         if len(branches) != 2 or branches[0] != "null":
             raise TypeError(f"{at.path}: the compiled encoder supports only ['null', T] unions")
-        a = self.part()
-        self.emit(at.indent, f"if {var} is None:")
+        u, a = self.local("u"), self.local("a")
+        self.emit(at.indent, f"{u} = {value}")
+        self.emit(at.indent, f"if {u} is None:")
         self.emit(at.indent + 1, f"{a} = b'\\x00'")
         self.emit(at.indent, "else:")
-        parts = self.value(branches[1], var, at._replace(indent=at.indent + 1), "MISSING")
-        self.emit(at.indent + 1, f"{a} = b''.join((b'\\x02', {', '.join(parts)}))")
+        outer, self.finite = self.finite, []
+        parts = self.value(branches[1], u, at._replace(indent=at.indent + 1), "MISSING")
+        self.check_finite(at.indent + 1)
+        self.finite = outer
+        code = _merged([b"\x02", *parts])
+        if len(code) == 1:
+            self.emit(at.indent + 1, f"{a} = {code[0]}")
+        elif len(code) == 2:
+            self.emit(at.indent + 1, f"{a} = {code[0]} + {code[1]}")
+        else:
+            self.emit(at.indent + 1, f"{a} = b''.join(({', '.join(code)}))")
         return a
 
-    def array(self, kind: Mapping[str, Any], var: str, at: _At) -> str:
-        a, i = self.part(), at.indent
-        item, out = f"i{at.depth}", f"w{at.depth}"
-        self.emit(i, f"if {var}.__class__ is not list:")
-        self.emit(i + 1, f"{var} = ARRAY({var}, {at.path!r})")
-        self.emit(i, f"if {var}:")
+    def array(self, kind: Mapping[str, Any], value: str, at: _At) -> str:
+        i = at.indent
+        items, a, out, item = self.local("l"), self.local("a"), self.local("w"), self.local("i")
+        self.emit(i, f"{items} = {value}")
+        self.emit(i, f"if {items}.__class__ is not list:")
+        self.emit(i + 1, f"{items} = ARRAY({items}, {at.path!r})")
+        self.emit(i, f"if {items}:")
         # Avro arrays are blocks: count, items, then a zero count to end.
-        self.emit(i + 1, f"{out} = [LONGBYTES(len({var}), {at.path!r})]")
-        self.emit(i + 1, f"for {item} in {var}:")
-        inner = _At(i + 2, f"{at.path}[]", at.depth + 1, at.namespace)
+        self.emit(i + 1, f"{out} = [LONGBYTES(len({items}), {at.path!r})]")
+        self.emit(i + 1, f"for {item} in {items}:")
+        outer, self.finite = self.finite, []
+        inner = _At(i + 2, f"{at.path}[]", at.namespace)
         parts = self.value(kind["items"], item, inner, "MISSING")
-        self.emit(i + 2, f"{out} += ({', '.join(parts)},)")
+        self.check_finite(i + 2)
+        self.finite = outer
+        self.emit(i + 2, f"{out} += ({', '.join(_merged(parts))},)")
         self.emit(i + 1, f"{out}.append(b'\\x00')")
         self.emit(i + 1, f"{a} = b''.join({out})")
         self.emit(i, "else:")
@@ -579,9 +714,41 @@ def compile_encoder(schema: Mapping[str, Any]) -> Encoder:
     """A function (value, prefix=b"") -> prefix + Avro binary body of `value` under `schema`.
 
     Byte for byte what fastavro.schemaless_writer writes for valid values; raises
-    SchemaMismatch naming the field for a value that does not fit."""
-    careful = _EncoderCompiler(careful=True).compile(schema)
-    return _EncoderCompiler(careful=False).compile(schema, careful)
+    SchemaMismatch naming the field for a value that does not fit.
+
+    A dict whose keys (in order) were seen a few times before is encoded by a function compiled
+    for exactly those keys (at most _MAX_SHAPES per schema); any other value by the generic
+    one. Both write the same bytes and raise the same errors."""
+    strings, longs = _Strings(), _Longs()
+    careful = _EncoderCompiler(True, strings, longs).compile(schema)
+    generic = _EncoderCompiler(False, strings, longs).compile(schema, careful)
+    # MLink leaves defaults out, so a stream's dicts come in a few shapes (sets of keys, in
+    # the order of the wire): each frequent one gets an encoder of its own.
+    shapes: dict[tuple[str, ...], Encoder] = {}
+    seen: dict[tuple[str, ...], int] = {}
+
+    def learn(value: Mapping[str, Any], prefix: bytes = b"") -> bytes:
+        if value.__class__ is dict and len(shapes) < _MAX_SHAPES:
+            shape = tuple(value)
+            count = seen.get(shape, 0) + 1
+            if count < _SHAPE_AFTER:
+                if len(seen) >= _MAX_SHAPES_COUNTED:
+                    seen.clear()
+                seen[shape] = count
+            else:
+                seen.pop(shape, None)
+                compiler = _EncoderCompiler(False, strings, longs)
+                shapes[shape] = compiler.compile(schema, careful, shape)
+        return generic(value, prefix)
+
+    def encode(value: Mapping[str, Any], prefix: bytes = b"") -> bytes:
+        if value.__class__ is dict:
+            specialized = shapes.get(tuple(value))
+            if specialized is not None:
+                return specialized(value, prefix)
+        return learn(value, prefix)
+
+    return encode
 
 
 # ---------------------------------------------------------------------------------------------
