@@ -282,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = args.log_level or os.environ.get("LOG_LEVEL", "INFO").upper()
+    quiet = args.command == "bench"  # the figures, not the bridges' lifecycles
+    level = args.log_level or os.environ.get("LOG_LEVEL", "WARNING" if quiet else "INFO").upper()
     if level not in logging.getLevelNamesMapping():
         print(f"mlink-bridge: LOG_LEVEL: unknown level {level!r}", file=sys.stderr)
         return 2
