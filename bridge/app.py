@@ -745,6 +745,7 @@ async def _run(  # noqa: PLR0917 - run_bridge's body, split for the health serve
             ping_timeout=settings.mlink_ping_timeout,
             resume_highwater=settings.mlink_resume is ResumeMode.HIGHWATER,
             jwt_file=settings.mlink_jwt_file,
+            proto_descriptors=settings.mlink_proto_descriptors,
         ),
         specs,
         policy=ReconnectPolicy.from_limits(

@@ -157,11 +157,10 @@ class Settings(BaseSettings):
             raise ValueError("MLINK_RECONNECT_MIN is above MLINK_RECONNECT_MAX")
         if self.mlink_auth_backoff_min > self.mlink_auth_backoff_max:
             raise ValueError("MLINK_AUTH_BACKOFF_MIN is above MLINK_AUTH_BACKOFF_MAX")
-        if self.mlink_url.split("?", 1)[0].rstrip("/").endswith("/proto"):
-            raise ValueError(
-                "MLINK_URL: the protobuf endpoint is not supported yet; "
-                "use /mlink/json or /mlink/jsonf"
-            )
+        descriptors = self.mlink_proto_descriptors
+        if descriptors is not None and not descriptors.is_file():
+            # Without it, /mlink/proto uses the descriptor set bundled for the catalog's types.
+            raise ValueError(f"MLINK_PROTO_DESCRIPTORS: {descriptors} is not a readable file")
         if not _TOPIC_NAME.match(self.bridge_topic_prefix + "x"):
             raise ValueError(
                 "BRIDGE_TOPIC_PREFIX: topic names allow only letters, digits, '.', '_' and '-'"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bridge.errors import ConfigError
@@ -36,7 +38,10 @@ def test_secrets_are_redacted_for_logs() -> None:
     ("env", "variable"),
     [
         ({"MLINK_URL": "http://x"}, "MLINK_URL"),
-        ({"MLINK_URL": "wss://h/mlink/proto"}, "MLINK_URL"),
+        (
+            {"MLINK_URL": "wss://h/mlink/proto", "MLINK_PROTO_DESCRIPTORS": "/nonexistent.pb"},
+            "MLINK_PROTO_DESCRIPTORS",
+        ),
         ({"MLINK_RECONNECT_MIN": "5", "MLINK_RECONNECT_MAX": "1"}, "MLINK_RECONNECT_MIN"),
         (
             {"MLINK_AUTH_BACKOFF_MIN": "50", "MLINK_AUTH_BACKOFF_MAX": "10"},
@@ -50,6 +55,16 @@ def test_secrets_are_redacted_for_logs() -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         load_settings({"BRIDGE_SUBSCRIPTIONS": SUBS, **env})
+
+
+def test_the_protobuf_endpoint_is_accepted_with_or_without_a_descriptor_set(
+    tmp_path: Path,
+) -> None:
+    assert load_settings({"MLINK_URL": "wss://h/mlink/proto"}).mlink_proto_descriptors is None
+    descriptors = tmp_path / "mlink.protoset"
+    descriptors.write_bytes(b"")
+    env = {"MLINK_URL": "wss://h/mlink/proto", "MLINK_PROTO_DESCRIPTORS": str(descriptors)}
+    assert load_settings(env).mlink_proto_descriptors == descriptors
 
 
 def test_secrets_never_appear_in_errors_or_repr() -> None:

@@ -34,6 +34,7 @@ from bridge.errors import BridgeError
 from bridge.io.policy import Failure, ReconnectPolicy
 from bridge.mlink.framing import WireForm
 from bridge.mlink.messages import MLinkLogon, MLinkQuery, MLinkStream, MLinkSubscribe
+from bridge.mlink.proto import ProtoCodec
 from bridge.mlink.session import (
     AuthFailed,
     Event,
@@ -85,10 +86,13 @@ class ConnectorConfig:
     open_timeout: float = 10.0
     resume_highwater: bool = False
     jwt_file: Path | None = None  # watched while connected: a new token is sent as MLinkLogon
+    proto_descriptors: Path | None = None  # /mlink/proto: a descriptor set before the bundled one
 
     @property
     def form(self) -> WireForm:
         path = self.url.split("?", 1)[0].rstrip("/")
+        if path.endswith("/proto"):
+            return WireForm.PROTO
         return WireForm.FRAMED if path.endswith("/jsonf") else WireForm.JSON
 
 
@@ -141,6 +145,10 @@ class Connector:
         self._closing: asyncio.Future[None] | None = None
         self.connections = 0
         self.failures: dict[Failure, int] = dict.fromkeys(Failure, 0)
+        # Read once, here: a descriptor set that cannot be used is a configuration error.
+        self._codec = (
+            ProtoCodec.load(config.proto_descriptors) if config.form is WireForm.PROTO else None
+        )
 
     def stop(self) -> None:
         """Stop reading: the current connection closes and events() ends."""
@@ -236,6 +244,7 @@ class Connector:
             limits=SessionLimits(
                 max_payload=self.config.max_message, max_message=self.config.max_message
             ),
+            codec=self._codec,
         )
 
     async def check(self, timeout: float = 15.0) -> list[str]:

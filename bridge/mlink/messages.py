@@ -341,7 +341,11 @@ def _label(value: Any) -> str | None:
 
 def parse_message(body: bytes) -> ServerMessage:
     """Classify one received JSON body. Unknown admin-like types are data records."""
-    doc = decode_json(body)
+    return classify(decode_json(body), body)
+
+
+def classify(doc: dict[str, Any], body: bytes) -> ServerMessage:
+    """Classify one checked envelope (see decode_json); `body` is the bytes it came from."""
     header = doc["header"]
     mtyp: str = header["mTyp"]
     message: dict[str, Any] = doc["message"]

@@ -39,10 +39,12 @@ from bridge.mlink.messages import (
     MLinkStream,
     MLinkSubscribe,
     Request,
+    ServerMessage,
     encode_request,
     parse_message,
     parse_stamp,
 )
+from bridge.mlink.proto import ProtoCodec, bundled_codec
 
 # --------------------------------------------------------------------------------------------
 # Events
@@ -367,14 +369,16 @@ class MLinkSession:
         header_auth: bool = True,
         clock: Callable[[], int] | None = None,
         limits: SessionLimits | None = None,
+        codec: ProtoCodec | None = None,
     ) -> None:
         labels = [s.label for s in subscriptions]
         if len(set(labels)) != len(labels):
             raise ValueError("subscription labels must be unique")
         if not header_auth and logon is None:
             raise ValueError("logon authentication needs an MLinkLogon")
-        if form is WireForm.PROTO:
-            raise ValueError("the JSON session does not speak protobuf")
+        if form is WireForm.PROTO and codec is None:
+            codec = bundled_codec()
+        self._codec = codec if form is WireForm.PROTO else None
         self._tracks = {s.label: _SubTrack(s) for s in subscriptions}
         self._order = labels
         self._form = form
@@ -453,16 +457,20 @@ class MLinkSession:
                 data,
                 self._limits.max_payload,
                 self._limits.max_message,
-                framed=True if self._form is WireForm.FRAMED else None,
+                framed=True if self._form is not WireForm.JSON else None,
             ):
-                if frame.kind != "J":
-                    events.append(
-                        ProtocolViolation(
-                            MessageError("protobuf message on a JSON session"), frame.body
-                        )
-                    )
-                    continue
-                self._receive_body(frame.body, events)
+                if frame.kind == "J":
+                    self._receive_body(frame.body, events)
+                elif self._codec is None:
+                    error = MessageError("protobuf message on a JSON session")
+                    events.append(ProtocolViolation(error, frame.body))
+                else:
+                    try:
+                        msg = self._codec.decode(frame.number, frame.body)
+                    except MessageError as exc:
+                        events.append(ProtocolViolation(exc, frame.body))
+                        continue
+                    self._dispatch(msg, frame.body, events)
         except FramingError as exc:
             events.append(ProtocolViolation(exc, data))
         return events
@@ -473,6 +481,9 @@ class MLinkSession:
         return self._clock() if self._clock is not None else None
 
     def _send(self, request: Request) -> None:
+        if self._codec is not None:
+            self._outbox.append(self._codec.encode_request(request, self._now()))
+            return
         self._outbox.append(encode_request(request, self._form, self._now()))
 
     def _send_subscriptions(self) -> None:
@@ -488,6 +499,9 @@ class MLinkSession:
         except MessageError as exc:
             events.append(ProtocolViolation(exc, body))
             return
+        self._dispatch(msg, body, events)
+
+    def _dispatch(self, msg: ServerMessage, body: bytes, events: list[Event]) -> None:
         if isinstance(msg, DataRecord):
             self._on_data(msg, events)
         elif isinstance(msg, AdminMessage):

@@ -64,6 +64,7 @@ async def run_check(environ: dict[str, str] | None = None, say: Say = _print) ->
             ping_timeout=settings.mlink_ping_timeout,
             resume_highwater=settings.mlink_resume is ResumeMode.HIGHWATER,
             jwt_file=settings.mlink_jwt_file,
+            proto_descriptors=settings.mlink_proto_descriptors,
         ),
         specs,
     )

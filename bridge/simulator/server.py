@@ -2,11 +2,13 @@
 
 It follows MLink's documented behaviour:
 
-* endpoints `/mlink/json` (one JSON object per websocket message) and `/mlink/jsonf` (framed JSON,
-  several per websocket message). `/mlink/json` answers in the form of the client's first message,
-  so both of the documentation's sample clients (plain and framed, same URL) work unchanged; it
-  therefore sends the MLinkAdmin of a header-authenticated connection when the first message
-  arrives (or after `admin_grace` seconds of silence, as plain JSON).
+* endpoints `/mlink/json` (one JSON object per websocket message), `/mlink/jsonf` (framed JSON,
+  several per websocket message) and `/mlink/proto` (framed protobuf, the bundled descriptor set;
+  same messages in the same order, same truth log, which records the JSON equivalent).
+  `/mlink/json` answers in the form of the client's first message, so both of the
+  documentation's sample clients (plain and framed, same URL) work unchanged; it therefore
+  sends the MLinkAdmin of a header-authenticated connection when the first message arrives
+  (or after `admin_grace` seconds of silence, as plain JSON).
 * authentication by `Authorization: Bearer <apiKey[.password]>` or by MLinkLogon; a wrong key gets
   MLinkAdmin `AuthError`, then the connection is closed.
 * MLinkStream / MLinkSubscribe: ack, checkpoint Begin, cached records, Active, Complete, then live
@@ -46,6 +48,7 @@ from bridge.errors import BridgeError
 from bridge.mlink.catalog import Catalog, default_catalog
 from bridge.mlink.framing import WireForm, encode_frame, is_framed, iter_messages
 from bridge.mlink.messages import DELETE_HEADER, decode_json
+from bridge.mlink.proto import ProtoCodec, bundled_codec
 from bridge.simulator.market import DEFAULT_TYPES, LiveObject, Market
 from bridge.simulator.requests import (
     RequestError,
@@ -58,7 +61,14 @@ from bridge.simulator.truth import TruthLog, truth_line
 
 log = logging.getLogger("mlink.simulator")
 
-ENDPOINTS: dict[str, WireForm | None] = {"/mlink/json": None, "/mlink/jsonf": WireForm.FRAMED}
+ENDPOINTS: dict[str, WireForm | None] = {
+    "/mlink/json": None,
+    "/mlink/jsonf": WireForm.FRAMED,
+    "/mlink/proto": WireForm.PROTO,
+}
+_FRAMED_FORMS = (WireForm.FRAMED, WireForm.PROTO)
+# A protobuf body cut off inside a length-delimited field: never a valid message.
+_GARBLED_TAIL = b"\x0a\xff\xff"
 APP_NAME = "MLinkServer.Simulator"
 MACHINE = "SIM-" + socket.gethostname()[:12]
 GIT = "simulated"
@@ -236,6 +246,7 @@ class Simulator:
         self._server: Server | None = None
         self._producer: asyncio.Task[None] | None = None
         self._truth = TruthLog(self.config.truth) if self.config.truth else None
+        self._codec: ProtoCodec | None = None  # made for the first /mlink/proto connection
         self.updates = 0
         self.dropped_updates = 0  # updates the configured rate asked for but time did not allow
 
@@ -378,7 +389,10 @@ class Simulator:
             return
         for frame in frames:
             try:
-                doc = decode_json(frame.body)
+                if frame.kind == "P":
+                    doc = self.proto_codec.to_envelope(frame.number, frame.body)
+                else:
+                    doc = decode_json(frame.body)
                 self._on_request(conn, doc["header"], doc["message"])
             except BridgeError as exc:
                 log.warning("connection %d: unreadable client message: %s", conn.id, exc)
@@ -805,7 +819,8 @@ class Simulator:
 
     async def _send(self, conn: SimConnection, batch: list[Outgoing | Pending]) -> None:
         """Send a batch; the truth log gets exactly the records whose send completed."""
-        framed = conn.form is WireForm.FRAMED
+        framed = conn.form in _FRAMED_FORMS
+        proto = conn.form is WireForm.PROTO
         chunk: list[bytes] = []
         chunk_size = 0
         truth: list[bytes] = []  # sent
@@ -841,7 +856,13 @@ class Simulator:
                             meta, None if "fault" in meta or "checkpoint" in meta else body
                         )
                     if framed:
-                        frame = encode_frame(body, number)
+                        if proto:
+                            proto_frame = self._proto_frame(body, meta)
+                            if proto_frame is None:
+                                continue
+                            frame = proto_frame
+                        else:
+                            frame = encode_frame(body, number)
                         chunk.append(frame)
                         chunk_size += len(frame)
                         if line is not None:
@@ -861,6 +882,26 @@ class Simulator:
             if self._truth is not None and truth:
                 self._truth.write(truth)
                 truth.clear()
+
+    @property
+    def proto_codec(self) -> ProtoCodec:
+        if self._codec is None:
+            is_default = self.catalog is default_catalog()
+            self._codec = bundled_codec() if is_default else ProtoCodec.load(catalog=self.catalog)
+        return self._codec
+
+    def _proto_frame(self, body: bytes, meta: Mapping[str, Any] | None) -> bytes | None:
+        """A JSON envelope as a P frame. Faults: malformed becomes a garbled protobuf body,
+        unknown_type a type no descriptor set has; NaN and oversized do not apply (None)."""
+        fault = meta.get("fault") if meta else None
+        if fault in ("nan", "oversized"):
+            return None
+        if fault == "malformed":
+            return encode_frame(b"\x08\x01" + _GARBLED_TAIL, 0, "P")
+        if fault == "unknown_type":
+            # _meta (field 1) { message_type (field 1): "SimUnknownType" }, under a free number
+            return encode_frame(b"\x0a\x10\x0a\x0eSimUnknownType", 99_999, "P")
+        return self.proto_codec.encode_frame(orjson.loads(body))
 
     def _injected(
         self, conn: SimConnection, item: Outgoing, framed: bool
@@ -908,7 +949,10 @@ class Simulator:
             await settle()
             conn.form = conn.form or WireForm.JSON
             admin = self._admin_out("MLinkAdmin", {"state": "GoodNight"})
-            payload = encode_frame(admin.body) if conn.form is WireForm.FRAMED else admin.body
+            if conn.form is WireForm.PROTO:
+                payload = self.proto_codec.encode_frame(orjson.loads(admin.body))
+            else:
+                payload = encode_frame(admin.body) if conn.form is WireForm.FRAMED else admin.body
             await conn.ws.send(payload)
             await conn.ws.close(1001, "good night")
             return True
