@@ -29,6 +29,7 @@ None gets its default, as MLink leaves defaults out.
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, NoReturn
@@ -352,6 +353,25 @@ def _full_name(name: str, namespace: str | None) -> str:
     return name if "." in name or not namespace else f"{namespace}.{name}"
 
 
+log = logging.getLogger("mlink.avro")
+
+
+def _collect_named(kind: Any, namespace: str | None, named: dict[str, Any]) -> None:
+    """Every record, enum and fixed type defined anywhere in `kind`, by full name."""
+    if isinstance(kind, list):
+        for branch in kind:
+            _collect_named(branch, namespace, named)
+    elif isinstance(kind, Mapping):
+        if kind.get("type") in ("record", "enum", "fixed") and "name" in kind:
+            namespace = kind.get("namespace", namespace)
+            named.setdefault(_full_name(kind["name"], namespace), kind)
+        for field in kind.get("fields", ()):
+            _collect_named(field["type"], namespace, named)
+        for nested in ("items", "values"):
+            if nested in kind:
+                _collect_named(kind[nested], namespace, named)
+
+
 Encoder = Callable[[Mapping[str, Any], bytes], bytes]
 
 
@@ -462,6 +482,9 @@ class _EncoderCompiler:
         exactly those keys: it unpacks `v.values()` instead of looking fields up, and writes
         the bytes of absent fields' defaults as constants."""
         name = _full_name(schema["name"], schema.get("namespace"))
+        # Every named type first: a shape may leave out the field that defines one (a key
+        # record, say) while a later field refers to it by name.
+        _collect_named(schema, schema.get("namespace"), self.named)
         self.namespace["CAREFUL"] = careful
         self.emit(0, "def encode(v, prefix=b''):")
         self.emit(1, "try:")
@@ -738,7 +761,11 @@ def compile_encoder(schema: Mapping[str, Any]) -> Encoder:
             else:
                 seen.pop(shape, None)
                 compiler = _EncoderCompiler(False, strings, longs)
-                shapes[shape] = compiler.compile(schema, careful, shape)
+                try:
+                    shapes[shape] = compiler.compile(schema, careful, shape)
+                except Exception:  # a speed-up only: the generic encoder is always right
+                    log.exception("no specialised encoder for a shape of %s", schema["name"])
+                    shapes[shape] = generic
         return generic(value, prefix)
 
     def encode(value: Mapping[str, Any], prefix: bytes = b"") -> bytes:

@@ -249,3 +249,17 @@ def test_evolved_nullable_fields_in_shapes() -> None:
     encode_repeatedly(w, {"pkey": {"ticker": AAPL}, "flag": True})
     with pytest.raises(SchemaMismatch, match=r"StockBookQuote\.flag: expected boolean, got int"):
         w.encode(value)
+
+
+def test_a_shape_without_the_field_that_defines_a_named_type_still_encodes() -> None:
+    # LiveSurfaceFixedTerm's eMoveEKey1 defines mlink.ExpiryKey; eMoveEKey2 refers to it by name.
+    # MLink omits null keys, so a stream can carry eMoveEKey2 alone.
+    w = writer("LiveSurfaceFixedTerm")
+    names = [f["name"] for f in w.schema["fields"]]
+    assert names.index("eMoveEKey1") < names.index("eMoveEKey2")
+    pkey = {"ticker": {"at": "EQT", "ts": "NMS", "tk": "AAPL"}, "surfaceType": "PrevDay"}
+    value = {
+        "pkey": pkey,
+        "eMoveEKey2": {"at": "EQT", "ts": "NMS", "tk": "AAPL", "dt": "2024-10-18"},
+    }
+    assert encode_repeatedly(w, value) == fastavro_bytes(w, value)
