@@ -103,30 +103,43 @@ _NUMERIC = frozenset(
 # Value conversions
 
 
-@cache
-def _float32_cached(value: float) -> float:
-    for digits in (6, 7, 8, 9):
-        shortest = float(f"{value:.{digits}g}")
-        if _FLOAT32.unpack(_FLOAT32.pack(shortest))[0] == value:
-            return shortest
-    return value
+_SHORTEST: dict[float, float] = {}  # a stream repeats its prices: remember, bounded
 
 
 def shortest_float32(value: float) -> float:
     """The shortest decimal that reads back as the same 32-bit float, as a Python float."""
+    known = _SHORTEST.get(value)
+    if known is not None:
+        return known
     if value == 0.0 or not math.isfinite(value):
         return value
-    if _float32_cached.cache_info().currsize > 65_536:
-        _float32_cached.cache_clear()
-    return _float32_cached(value)
+    shortest = value
+    for digits in (6, 7, 8, 9):
+        candidate = float(f"{value:.{digits}g}")
+        if _FLOAT32.unpack(_FLOAT32.pack(candidate))[0] == value:
+            shortest = candidate
+            break
+    if len(_SHORTEST) >= 65_536:
+        _SHORTEST.clear()
+    _SHORTEST[value] = shortest
+    return shortest
+
+
+_SECONDS: dict[int, str] = {}  # "YYYY-MM-DD HH:MM:SS" per second seen, bounded
 
 
 def format_datetime(ns: int) -> str:
     """ns since the epoch -> MLink's DateTime text; nine fraction digits only when needed."""
-    if ns % 1000 == 0:
-        return format_stamp(ns)
     seconds, rest = divmod(ns, _NS)
-    return format_stamp(seconds * _NS)[:-7] + f".{rest:09d}"
+    prefix = _SECONDS.get(seconds)
+    if prefix is None:
+        prefix = format_stamp(seconds * _NS)[:-7]
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        _SECONDS[seconds] = prefix
+    if rest % 1000 == 0:
+        return f"{prefix}.{rest // 1000:06d}"
+    return f"{prefix}.{rest:09d}"
 
 
 def parse_datetime(text: str) -> int:
@@ -238,6 +251,8 @@ class _TypePlan:
     by_number: dict[int, _FieldPlan]
     by_name: dict[str, _FieldPlan]  # lower-cased JSON names (and proto names)
     zeros: dict[str, Any] = field(default_factory=dict)  # requests: numeric defaults
+    # The decoding hot path: field descriptor -> (JSON name, converter).
+    by_field: dict[FieldDescriptor, tuple[str, Callable[[Any], Any]]] = field(default_factory=dict)
 
 
 class ProtoCodec:
@@ -340,14 +355,16 @@ class ProtoCodec:
         plan = self._plan(cast(Descriptor, msg.DESCRIPTOR), name)
         header: dict[str, Any] = {"mTyp": name}
         message: dict[str, Any] = dict(plan.zeros)
+        fast = plan.by_field
         for fd, value in msg.ListFields():
-            if fd.number == 1 and fd.message_type is not None and fd.name == "_meta":
+            entry = fast.get(fd)
+            if entry is not None:
+                message[entry[0]] = entry[1](value)
+            elif fd.number == 1 and fd.message_type is not None and fd.name == "_meta":
                 self._header(value, header)
-                continue
-            fp = plan.by_number.get(fd.number)
-            if fp is None:
-                fp = self._field_plan(fd, name, None)
-            message[fp.json] = fp.to_json(value)
+            else:
+                fp = plan.by_number.get(fd.number) or self._field_plan(fd, name, None)
+                message[fp.json] = fp.to_json(value)
         return {"header": header, "message": message}
 
     def _meta_type(self, body: bytes) -> str | None:
@@ -368,7 +385,7 @@ class ProtoCodec:
     @staticmethod
     def _header(meta: Any, header: dict[str, Any]) -> None:
         if meta.time_sent:
-            header["sTim"] = format_stamp(meta.time_sent)
+            header["sTim"] = format_datetime(meta.time_sent - meta.time_sent % 1000)
         if meta.sender_id:
             header["sID"] = meta.sender_id
         if meta.is_deleted:
@@ -559,7 +576,8 @@ class ProtoCodec:
                 and fd.cpp_type in _NUMERIC
             ):
                 zeros[fp.json] = 0.0 if fd.cpp_type in _FLOATS else 0
-        plan = self._plans[cache_key] = _TypePlan(by_number, by_name, zeros)
+        by_field = {fp.descriptor: (fp.json, fp.to_json) for fp in by_number.values()}
+        plan = self._plans[cache_key] = _TypePlan(by_number, by_name, zeros, by_field)
         return plan
 
     def _field_plan(
@@ -613,11 +631,11 @@ class ProtoCodec:
         return _identity
 
     def _nested(self, msg: Any, desc: Descriptor, specs: tuple[FieldSpec, ...] | None) -> Any:
-        plan = self._plan(desc, None, specs)
+        fast = self._plan(desc, None, specs).by_field
         out: dict[str, Any] = {}
         for fd, value in msg.ListFields():
-            fp = plan.by_number[fd.number]
-            out[fp.json] = fp.to_json(value)
+            json_name, convert = fast[fd]
+            out[json_name] = convert(value)
         return out
 
     def _key_converter(self, desc: Descriptor) -> Callable[[Any], dict[str, Any]]:
