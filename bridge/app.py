@@ -18,7 +18,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -69,7 +68,7 @@ from bridge.sink.serialization import (
     ValueSerializer,
 )
 from bridge.sink.topics import TopicError, TopicSpec, ensure_topics
-from transforms import TransformError, TransformOptions, compile_plan
+from transforms import TransformError, TransformOptions, compile_plan, infer_kind
 
 log = logging.getLogger("mlink.bridge")
 
@@ -129,11 +128,15 @@ class InlineJobs:
 
 
 class LoopJobs:
-    """Runs work in a small thread pool and hands the outcome back to the event loop."""
+    """Runs each job in a daemon thread (a registry call that hangs must never keep the process
+    from exiting) and hands the outcome back to the event loop. An exception raised by a
+    callback is passed to `on_error`: the pipeline's state can no longer be trusted."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_error: Callable[[BaseException], None]
+    ) -> None:
         self._loop = loop
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="schema")
+        self._on_error = on_error
         self._closed = False
         self.running = 0
 
@@ -145,26 +148,41 @@ class LoopJobs:
         if self._closed:
             return  # shutting down: what is still held is counted as not delivered
         self.running += 1
-        future = self._loop.run_in_executor(self._pool, work)
 
-        def finished(f: asyncio.Future[bytes]) -> None:
+        def finished(result: bytes | None, error: BaseException | None) -> None:
             self.running -= 1
-            if f.cancelled():
-                done(None, asyncio.CancelledError())
-            elif (error := f.exception()) is not None:
-                done(None, error)
-            else:
-                done(f.result(), None)
+            if self._closed:
+                return  # too late: the shutdown already counted the held records
+            try:
+                done(result, error)
+            except Exception as exc:
+                self._on_error(exc)
 
-        future.add_done_callback(finished)
+        def thread() -> None:
+            try:
+                result: bytes | None = work()
+                error: BaseException | None = None
+            except BaseException as exc:
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to report to
+                self._loop.call_soon_threadsafe(finished, result, error)
+
+        threading.Thread(target=thread, name="schema-registration", daemon=True).start()
 
     def later(self, delay: float, call: Callable[[], None]) -> None:
         if not self._closed:
-            self._loop.call_later(delay, call)
+            self._loop.call_later(delay, self._guarded, call)
+
+    def _guarded(self, call: Callable[[], None]) -> None:
+        if self._closed:
+            return
+        try:
+            call()
+        except Exception as exc:
+            self._on_error(exc)
 
     def close(self) -> None:
         self._closed = True
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass(slots=True)
@@ -190,6 +208,9 @@ class Channel:
     held: dict[bytes, Held] | None = None
     refused: dict[str, tuple[str, float]] = field(default_factory=dict)  # fingerprint -> why, until
     backoff: float = 0.0
+    # The new fields a record brought (name, inferred type) -> the version they would need, so
+    # that a refused version is recognised without building it again for every such record.
+    versions_for: dict[tuple[tuple[str, str | None], ...], str] = field(default_factory=dict)
     known_keys: set[bytes] = field(default_factory=set)  # written here (with reconciliation on)
     snapshot_keys: set[bytes] | None = None  # seen in the snapshot under way
     msg_header: tuple[str, str] = ("mlink.msg", "")
@@ -218,7 +239,9 @@ class Pipeline:
         catalog: Catalog | None = None,
         jobs: Jobs | None = None,
         highwater: Callable[[str], int | None] | None = None,
+        on_fatal: Callable[[str], None] | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.catalog = catalog or default_catalog()
@@ -227,7 +250,12 @@ class Pipeline:
         self.sink = sink
         self.jobs: Jobs = jobs or InlineJobs()
         self._highwater = highwater
+        self._on_fatal = on_fatal
         self._clock_ns = clock_ns
+        self._monotonic = monotonic
+        # A completed snapshot whose records still wait for a schema: its `live` status and
+        # reconciliation wait too (label -> (records, keys seen per channel)).
+        self._completing: dict[str, tuple[int, dict[int, set[bytes] | None]]] = {}
         self._reconcile_on = settings.bridge_reconcile
         self._channels: dict[tuple[str | None, str], Channel | None] = {}
         self.epochs: dict[str, int] = dict.fromkeys(self.subscriptions, 0)
@@ -250,16 +278,18 @@ class Pipeline:
             self._record(event)
         elif isinstance(event, SnapshotBegin):
             self.epochs[event.label] = self.epochs.get(event.label, 0) + 1
+            self._completing.pop(event.label, None)  # superseded by the new snapshot
             for channel in self._channels_of(event.label):
                 channel.snapshot_keys = set()
-            self._snapshot_began[event.label] = time.monotonic()
+            self._snapshot_began[event.label] = self._monotonic()
             self._status(event.label, "snapshot")
         elif isinstance(event, SnapshotComplete):
-            began = self._snapshot_began.pop(event.label, None)
-            if began is not None:
-                self.snapshot_seconds[event.label] = time.monotonic() - began
-            self._reconcile(event.label)
-            self._status(event.label, "live", snapshotSize=event.records)
+            channels = self._channels_of(event.label)
+            seen = {id(c): c.snapshot_keys for c in channels}
+            for channel in channels:
+                channel.snapshot_keys = None
+            self._completing[event.label] = (event.records, seen)
+            self._complete_if_drained(event.label)
         elif isinstance(event, ConnectionUp):
             for label in self.subscriptions:
                 self._status(label, "connecting")
@@ -286,7 +316,8 @@ class Pipeline:
         if channel is None:
             channel = self._channel(label, mtyp)  # first sight, or a type the catalog lacks
         if held is None:
-            stats.records_in[mtyp] = stats.records_in.get(mtyp, 0) + 1
+            if channel is not None:  # unknown types are counted as dead letters, not by name
+                stats.records_in[mtyp] = stats.records_in.get(mtyp, 0) + 1
             name = label or ""
             recv_ns = self.last_record_ns[name] = self._clock_ns()
             epoch = self.epochs.get(name, 0)
@@ -298,11 +329,12 @@ class Pipeline:
         message = record.message
         value: bytes | None = None
         src_ns: int | None = None
+        arriving = held is None
         try:
             plan = channel.history.plan
             if record.deleted or channel.held is not None:
                 key = plan.key_of(message).encode()
-                if event.snapshot and channel.snapshot_keys is not None:
+                if arriving and event.snapshot and channel.snapshot_keys is not None:
                     channel.snapshot_keys.add(key)
                 if channel.held is not None:
                     self._hold(channel, key, held or Held(event, recv_ns, epoch))
@@ -312,11 +344,19 @@ class Pipeline:
                 key = normalized.key.encode()
                 # Counted on arrival: a snapshot record that then goes to the dead-letter
                 # topic must not be taken for a deleted key by reconciliation.
-                if event.snapshot and channel.snapshot_keys is not None:
+                if arriving and event.snapshot and channel.snapshot_keys is not None:
                     channel.snapshot_keys.add(key)
                 if normalized.unknown:
+                    refusal = self._refused_shape(channel, normalized.unknown)
+                    if refusal is not None:
+                        self._dead_letter(record.raw, refusal, "SchemaRejected", label, mtyp)
+                        return
                     candidate = _fork(channel.history)
                     if candidate.evolve(normalized.unknown) is not channel.history.current:
+                        if len(channel.versions_for) >= _MAX_SIGNATURES:
+                            channel.versions_for.clear()
+                        signature = _signature(normalized.unknown)
+                        channel.versions_for[signature] = candidate.current.fingerprint
                         self._need_schema(
                             channel, candidate, key, held or Held(event, recv_ns, epoch)
                         )
@@ -372,7 +412,7 @@ class Pipeline:
         and register it in the background; or dead-letter the record if it was refused."""
         writer = candidate.current
         refusal = channel.refused.get(writer.fingerprint)
-        if refusal is not None and time.monotonic() < refusal[1]:
+        if refusal is not None and self._monotonic() < refusal[1]:
             record = held.event.record
             self._dead_letter(record.raw, refusal[0], "SchemaRejected", channel.label, record.mtyp)
             return
@@ -409,11 +449,15 @@ class Pipeline:
             log.error(
                 "%s: schema %s v%d refused: %s", channel.topic, writer.name, writer.version, error
             )
-            channel.refused[writer.fingerprint] = (
-                str(error),
-                time.monotonic() + REFUSAL_RETRY_AFTER,
-            )
+            until = self._monotonic() + REFUSAL_RETRY_AFTER
+            channel.refused[writer.fingerprint] = (str(error), until)
             self._release(channel)  # records that need it go to the dead-letter topic
+            return
+        if not getattr(error, "retryable", False):
+            # Credentials or permissions the registry refuses, or a bug: retrying cannot help,
+            # and holding records forever would hide it. Stop, and say why.
+            reason = str(error) if isinstance(error, BridgeError) else repr(error)
+            self._fatal(f"schema registration for {channel.topic} failed: {reason}")
             return
         channel.backoff = min(max(channel.backoff * 2, REGISTRY_BACKOFF_MIN), REGISTRY_BACKOFF_MAX)
         log.warning(
@@ -421,31 +465,69 @@ class Pipeline:
             channel.topic,
             writer.name,
             writer.version,
-            error if isinstance(error, BridgeError) else type(error).__name__,
+            error,
             len(channel.held or ()),
             channel.backoff,
         )
         self.jobs.later(channel.backoff, lambda: self._register(channel, candidate))
 
+    def _fatal(self, reason: str) -> None:
+        log.error("%s", reason)
+        if self._on_fatal is None:
+            raise BridgeError(reason)
+        self._on_fatal(reason)
+
     def _release(self, channel: Channel) -> None:
         """Replay the held records in arrival order; one may hold the channel again (a newer
-        schema), and the rest then wait behind it."""
+        schema), and the rest then wait behind it. If replaying fails, what was not replayed
+        is put back first, so that nothing is dropped silently."""
         held, channel.held = channel.held or {}, None
-        for item in held.values():
-            self._record(item.event, item)
+        items = iter(list(held.items()))
+        try:
+            for _key, item in items:
+                self._record(item.event, item)
+        except BaseException:
+            rest = dict(items)
+            if rest:
+                channel.held = {**rest, **(channel.held or {})}
+            raise
+        finally:
+            if channel.held is None:
+                self._complete_if_drained(channel.label)
 
-    def _reconcile(self, label: str) -> None:
+    def _refused_shape(self, channel: Channel, unknown: Mapping[str, Any]) -> str | None:
+        """Why the version these new fields need was refused, if it was (and still counts)."""
+        if not channel.refused:
+            return None
+        fingerprint = channel.versions_for.get(_signature(unknown))
+        refusal = channel.refused.get(fingerprint) if fingerprint else None
+        if refusal is not None and self._monotonic() < refusal[1]:
+            return refusal[0]
+        return None
+
+    def _complete_if_drained(self, label: str) -> None:
+        """A completed snapshot is announced (`live`) and reconciled once none of its records
+        wait for a schema any more: before that the topic does not hold the snapshot yet."""
+        completing = self._completing.get(label)
+        if completing is None or any(c.held for c in self._channels_of(label)):
+            return
+        del self._completing[label]
+        records, seen = completing
+        began = self._snapshot_began.pop(label, None)
+        if began is not None:
+            self.snapshot_seconds[label] = self._monotonic() - began
+        if self._reconcile_on:
+            self._reconcile(label, seen)
+        self._status(label, "live", snapshotSize=records)
+
+    def _reconcile(self, label: str, seen_by_channel: Mapping[int, set[bytes] | None]) -> None:
         """Tombstones for keys this process wrote that a fresh snapshot no longer has (unless
         another subscription writing to the same topic has them)."""
         for channel in self._channels_of(label):
-            seen, channel.snapshot_keys = channel.snapshot_keys, None
-            if not self._reconcile_on or seen is None:
-                continue
-            others = [
-                c
-                for c in self._channels.values()
-                if c and c.topic == channel.topic and c is not channel
-            ]
+            seen = seen_by_channel.get(id(channel))
+            if seen is None:
+                continue  # the channel began after the snapshot did: it saw only part of it
+            others = [c for c in self._channels_on(channel.topic) if c is not channel]
             for key in sorted(channel.known_keys - seen):
                 channel.known_keys.discard(key)
                 if any(key in other.known_keys for other in others):
@@ -521,6 +603,13 @@ class Pipeline:
         # A unique key: dead letters are evidence, never conflated with one another.
         key = f"{label or ''}:{mtyp}:{self.stats.dead_letters}".encode()
         self.sink.send(OutRecord(self.settings.dlq_topic, key, raw, headers))
+
+
+_MAX_SIGNATURES = 1024
+
+
+def _signature(unknown: Mapping[str, Any]) -> tuple[tuple[str, str | None], ...]:
+    return tuple(sorted((name, infer_kind(value)) for name, value in unknown.items()))
 
 
 def _fork(history: SchemaHistory) -> SchemaHistory:
@@ -662,9 +751,15 @@ class SchemaTopicPublisher:
             outcome.append(error)
             done.set()
 
-        self._sink.send_acked(
-            OutRecord(self._topic, fingerprint_hex.encode(), schema_json), delivered
-        )
+        try:
+            self._sink.send_acked(
+                OutRecord(self._topic, fingerprint_hex.encode(), schema_json),
+                delivered,
+                self._timeout,
+            )
+        except BufferError:
+            full = f"cannot publish schema {fingerprint_hex}: the producer queue stayed full"
+            raise RegistryUnavailable(full) from None
         if not done.wait(self._timeout) or outcome[0] is not None:
             reason = outcome[0] if outcome else "no acknowledgement in time"
             raise RegistryUnavailable(f"cannot publish schema {fingerprint_hex}: {reason}")
@@ -679,6 +774,7 @@ async def run_bridge(
     registry: SchemaRegistryClient | None = None,
 ) -> int:
     """The connector process. Returns the exit code: 0 only if every record was delivered."""
+    settings.require_credentials()
     catalog = catalog or default_catalog()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -755,7 +851,17 @@ async def _run(  # noqa: PLR0917 - run_bridge's body, split for the health serve
             settings.mlink_auth_backoff_max,
         ),
     )
-    jobs = LoopJobs(loop)
+    failures: list[str] = []  # why the pipeline cannot go on (registry refusals, bugs)
+
+    def pipeline_failed(reason: str) -> None:
+        failures.append(reason)
+        stop.set()
+
+    def job_failed(error: BaseException) -> None:
+        log.error("internal error in a schema registration callback", exc_info=error)
+        pipeline_failed(f"internal error: {error!r}")
+
+    jobs = LoopJobs(loop, job_failed)
     pipeline = Pipeline(
         settings=settings,
         subscriptions=subs,
@@ -763,6 +869,7 @@ async def _run(  # noqa: PLR0917 - run_bridge's body, split for the health serve
         sink=sink,
         jobs=jobs,
         highwater=connector.highwater_ts,
+        on_fatal=pipeline_failed,
     )
     parts.pipeline, parts.sink, parts.connector = pipeline, sink, connector
     if on_pipeline is not None:
@@ -776,21 +883,31 @@ async def _run(  # noqa: PLR0917 - run_bridge's body, split for the health serve
     async def read() -> None:
         handle = pipeline.handle
         cap = settings.bridge_overflow_max_records
+        held_cap = settings.bridge_held_max_records
         async for batch in connector.batches():
             for event in batch:
                 handle(event)
             if sink.overflowing >= cap:
+                parts.reading_paused = True
                 await _wait_for_room(sink, cap, connector)
+                parts.reading_paused = False
+            if pipeline.held >= held_cap:
+                parts.reading_paused = True
+                await _wait_for_schemas(pipeline, held_cap, connector)
+                parts.reading_paused = False
 
     pumper = asyncio.create_task(pump(), name="sink-pump")
     reader = asyncio.create_task(read(), name="mlink-reader")
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    budget = time.monotonic() + settings.bridge_flush_timeout  # from the stop signal on
     connector.stop()
-    with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-        await asyncio.wait_for(reader, 5)
+    await asyncio.wait({reader}, timeout=min(5.0, settings.bridge_flush_timeout / 2))
+    if not reader.done():
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
     stopper.cancel()
-    budget = time.monotonic() + settings.bridge_flush_timeout
     while pipeline.held and jobs.running and time.monotonic() < budget:
         await asyncio.sleep(0.05)  # a registration under way may still release its records
     held = pipeline.held
@@ -801,13 +918,13 @@ async def _run(  # noqa: PLR0917 - run_bridge's body, split for the health serve
     stats = sink.stats
     log.info(
         "shutdown: %d produced, %d delivered, %d failed, %d not delivered, %d waiting for a schema",
-        stats.produced,
+        stats.produced_total,
         stats.delivered,
         stats.failed,
         left,
         held,
         extra={
-            "produced": stats.produced,
+            "produced": stats.produced_total,
             "delivered": stats.delivered,
             "failed": stats.failed,
             "undelivered": left,
@@ -816,7 +933,10 @@ async def _run(  # noqa: PLR0917 - run_bridge's body, split for the health serve
         },
     )
     if reader.done() and not reader.cancelled() and reader.exception() is not None:
-        log.error("reader failed: %s", reader.exception())
+        log.error("reader failed", exc_info=reader.exception())
+        return 1
+    if failures:
+        log.error("stopped: %s", "; ".join(failures))
         return 1
     if fatal:
         log.error("stopped on a fatal producer error: %s", fatal[0])
@@ -848,6 +968,14 @@ async def _wait_for_room(sink: KafkaSink, cap: int, connector: Connector) -> Non
         sink.pump()
         await asyncio.sleep(0.05)
     log.warning("reading from MLink resumed after %.1fs", time.monotonic() - started)
+
+
+async def _wait_for_schemas(pipeline: Pipeline, cap: int, connector: Connector) -> None:
+    """Stop reading while `cap` records wait for a schema registration (a registry outage)."""
+    log.warning("%d records wait for a schema registration: reading from MLink paused", cap)
+    while pipeline.held >= cap * 0.9 and not connector.stopping:
+        await asyncio.sleep(0.1)
+    log.warning("reading from MLink resumed")
 
 
 async def _ensure_topics_with_retry(

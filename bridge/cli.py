@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -232,14 +233,12 @@ def _schemas() -> int:
 def _run() -> int:
     try:
         settings = load_settings()
-        for secret in settings.secret_values():
-            redactor().add_secret(secret)
         return asyncio.run(run_bridge(settings))
     except ConfigError as exc:
         print(f"mlink-bridge: configuration problem:\n{exc}", file=sys.stderr)
         return 2
     except BridgeError as exc:
-        print(f"mlink-bridge: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"mlink-bridge: {type(exc).__name__}: {redactor().redact(str(exc))}", file=sys.stderr)
         return 1
 
 
@@ -289,7 +288,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     service = args.command in ("run", "check")
     fmt = args.log_format or os.environ.get("LOG_FORMAT") or ("json" if service else "console")
+    if fmt not in ("json", "console"):
+        print(f"mlink-bridge: LOG_FORMAT: must be json or console, not {fmt!r}", file=sys.stderr)
+        return 2
     configure_logging(level, fmt)
+    with contextlib.suppress(ConfigError):  # a bad configuration is reported by the command
+        for secret in load_settings().secret_values():
+            redactor().add_secret(secret)
     if args.command == "simulate":
         return asyncio.run(_simulate(_simulator_config(args)))
     if args.command == "demo":

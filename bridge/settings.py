@@ -128,6 +128,7 @@ class Settings(BaseSettings):
     bridge_http_host: str = "0.0.0.0"
     bridge_queue_max_messages: int = Field(default=100_000, ge=100)
     bridge_overflow_max_records: int = Field(default=1_000_000, ge=100)
+    bridge_held_max_records: int = Field(default=100_000, ge=100)
     bridge_flush_timeout: float = Field(default=30.0, gt=0)
 
     schema_registry_url: str | None = None
@@ -228,6 +229,14 @@ class Settings(BaseSettings):
         if self.mlink_api_password is not None:
             return f"{key}.{self.mlink_api_password.get_secret_value()}"
         return key
+
+    def require_credentials(self) -> None:
+        """`run` and `check` need something to authenticate with; `topics`/`schemas` do not."""
+        if not (self.mlink_api_key or self.mlink_jwt or self.mlink_jwt_file):
+            raise ConfigError(
+                "MLINK_API_KEY: no MLink credentials; set MLINK_API_KEY (and MLINK_API_PASSWORD "
+                "if the key has one), MLINK_JWT or MLINK_JWT_FILE"
+            )
 
     def secret_values(self) -> list[str]:
         """Every secret this configuration holds, for the log redactor."""

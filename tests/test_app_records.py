@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+import bridge.app
 from bridge.app import InlineJobs, Pipeline, _wait_for_room, subscription_specs
 from bridge.io.connector import ConnectionUp
 from bridge.mlink.catalog import default_catalog
@@ -18,6 +19,7 @@ from bridge.mlink.session import MLinkSession, Subscription
 from bridge.settings import load_settings
 from bridge.sink.kafka import OutRecord
 from bridge.sink.serialization import (
+    RegistryError,
     RegistryUnavailable,
     SchemaLookup,
     SchemaRejected,
@@ -86,6 +88,7 @@ class Rig:
         self.jobs = InlineJobs()
         self.sink = FakeSink()
         self.marks: dict[str, int] = {}
+        self.fatal: list[str] = []
         self.pipeline = Pipeline(
             settings=self.settings,
             subscriptions=configs,
@@ -93,6 +96,7 @@ class Rig:
             sink=self.sink,  # type: ignore[arg-type]
             jobs=self.jobs,
             highwater=self.marks.get,
+            on_fatal=self.fatal.append,
         )
 
     def feed(self, payloads: Iterable[bytes]) -> None:
@@ -306,3 +310,83 @@ async def test_reading_pauses_while_the_overflow_is_at_its_cap() -> None:
     sink = Backlog()
     await _wait_for_room(sink, 1000, stopping)  # type: ignore[arg-type]
     assert sink.pumps == 0  # a stopping bridge does not wait for room
+
+
+def statuses(rig: Rig) -> list[tuple[str, str]]:
+    return [
+        (doc["subscription"], doc["state"])
+        for doc in (json.loads(r.value or b"") for r in rig.sink.on(rig.settings.status_topic))
+    ]
+
+
+def test_live_is_announced_only_once_the_snapshot_is_in_the_topic() -> None:
+    rig = Rig(BOOKS)
+    rig.registry.outcome = RegistryUnavailable("registry unreachable")
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), book("MSFT", 2.0), COMPLETE])
+    assert statuses(rig) == [("b", "snapshot")]  # not live: the snapshot waits for its schema
+    rig.registry.outcome = None
+    rig.fire_timers()
+    assert len(rig.sink.on("books")) == 2
+    assert statuses(rig) == [("b", "snapshot"), ("b", "live")]
+    assert rig.sink.records[-1].topic == rig.settings.status_topic  # after the records
+
+
+def test_a_held_value_never_lands_after_the_reconciliation_tombstone_of_its_key() -> None:
+    rig = Rig(BOOKS, RECONCILE)
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), book("MSFT", 2.0), COMPLETE])
+    # A new field needs a new version; the registry is down: MSFT 2.5 is held.
+    rig.registry.outcome = RegistryUnavailable("registry unreachable")
+    rig.feed([book("MSFT", 2.5, brandNewField=1)])
+    assert rig.pipeline.held == 1
+    rig.reconnect()  # the fresh snapshot no longer has MSFT: it was deleted meanwhile
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.1), COMPLETE])
+    rig.registry.outcome = None
+    rig.fire_timers()
+    msft = [(r.value is None) for r in rig.sink.on("books") if r.key == b"MSFT-NMS-EQT"]
+    assert msft == [False, False, True]  # 2.0, then the held 2.5, then the tombstone
+    assert rig.pipeline.stats.reconciled == 1
+    assert statuses(rig)[-1] == ("b", "live")
+
+
+def test_records_needing_a_refused_version_are_recognised_without_rebuilding_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig = Rig(BOOKS)
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), COMPLETE])
+    rig.registry.outcome = SchemaRejected("refused as incompatible")
+    forks: list[object] = []
+    real_fork = bridge.app._fork
+    monkeypatch.setattr(bridge.app, "_fork", lambda h: forks.append(h) or real_fork(h))
+    rig.feed([book("AAPL", 2.0 + i, brandNewField=i) for i in range(20)])
+    assert len(forks) == 1  # built (and refused) once, then recognised by its new fields
+    assert rig.pipeline.stats.dead_letters == 20
+    assert rig.registry.calls == 2
+
+
+def test_a_registry_that_refuses_the_credentials_stops_the_bridge() -> None:
+    rig = Rig(BOOKS)
+    rig.registry.outcome = RegistryError("schema registry registering ...: HTTP 401, check ...")
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), COMPLETE])
+    assert len(rig.fatal) == 1
+    assert "HTTP 401" in rig.fatal[0]
+    assert rig.jobs.timers == []  # not retried forever
+    assert rig.pipeline.held == 1  # still held: the shutdown counts it as not delivered
+
+
+def test_a_failure_while_replaying_puts_the_rest_back() -> None:
+    rig = Rig(BOOKS)
+    rig.registry.outcome = RegistryUnavailable("registry unreachable")
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), book("MSFT", 2.0), book("IBM", 3.0)])
+    rig.registry.outcome = None
+    real_send = rig.sink.send
+
+    def send(record: OutRecord) -> None:
+        if record.key == b"MSFT-NMS-EQT":
+            raise RuntimeError("boom")
+        real_send(record)
+
+    rig.sink.send = send  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="boom"):
+        rig.fire_timers()
+    assert rig.pipeline.held == 1  # IBM is back in line; MSFT failed loudly; AAPL went out
+    assert [r.key for r in rig.sink.on("books")] == [b"AAPL-NMS-EQT"]

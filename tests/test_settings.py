@@ -92,3 +92,14 @@ def test_bad_subscriptions(subs: str, message: str) -> None:
     settings = load_settings({"BRIDGE_SUBSCRIPTIONS": subs})
     with pytest.raises(ConfigError, match=message):
         settings.subscriptions()
+
+
+def test_run_without_credentials_is_a_configuration_error() -> None:
+    settings = load_settings({"BRIDGE_SUBSCRIPTIONS": '[{"msgName": "StockPrint"}]'})
+    settings.subscriptions()  # enough for `topics` and `schemas`
+    with pytest.raises(ConfigError, match="MLINK_API_KEY: no MLink credentials"):
+        settings.require_credentials()
+    with_jwt_file = load_settings(
+        {"BRIDGE_SUBSCRIPTIONS": '[{"msgName": "StockPrint"}]', "MLINK_JWT_FILE": "/run/jwt"}
+    )
+    with_jwt_file.require_credentials()

@@ -22,6 +22,7 @@ from bridge.app import credentials_for, registry_client, subscription_specs, top
 from bridge.errors import BridgeError, ConfigError
 from bridge.io.connector import Connector, ConnectorConfig
 from bridge.mlink.catalog import default_catalog
+from bridge.ops.logs import redactor
 from bridge.settings import PRODUCER_DEFAULTS, AuthMode, ResumeMode, Settings, load_settings
 from bridge.sink.serialization import registry_call
 from bridge.sink.topics import TopicError, TopicSpec, inspect_topics
@@ -32,7 +33,7 @@ Say = Callable[[bool, str, str], None]
 
 
 def _print(ok: bool, what: str, detail: str) -> None:
-    print(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}", flush=True)
+    print(f"{'ok  ' if ok else 'FAIL'} {what}: {redactor().redact(detail)}", flush=True)
 
 
 async def run_check(environ: dict[str, str] | None = None, say: Say = _print) -> int:
@@ -40,6 +41,7 @@ async def run_check(environ: dict[str, str] | None = None, say: Say = _print) ->
         settings = load_settings(environ)
         subs = settings.subscriptions()
         specs = subscription_specs(settings, subs, default_catalog())
+        settings.require_credentials()
     except ConfigError as exc:
         for line in str(exc).splitlines():
             say(False, "settings", line)

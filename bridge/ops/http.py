@@ -42,6 +42,7 @@ __all__ = ["BridgeCollector", "HealthServer", "Parts", "readiness"]
 log = logging.getLogger("mlink.http")
 
 _MAX_REQUEST = 8192
+_MAX_CONNECTIONS = 32
 _READ_TIMEOUT = 5.0
 PREFIX = "mlink_bridge"
 
@@ -54,6 +55,7 @@ class Parts:
     sink: KafkaSink | None = None
     connector: Connector | None = None
     overflow_cap: int = 0
+    reading_paused: bool = False  # set while the reader waits for the broker or the registry
 
 
 def readiness(parts: Parts) -> dict[str, str]:
@@ -69,10 +71,10 @@ def readiness(parts: Parts) -> dict[str, str]:
         failing["subscriptions"] = ", ".join(f"{x}={pipeline.states[x]}" for x in not_live)
     if sink.fatal is not None:
         failing["producer"] = str(sink.fatal)
-    elif sink.brokers_down:
-        failing["producer"] = "all Kafka brokers are down"
-    elif parts.overflow_cap and sink.overflowing >= parts.overflow_cap:
-        failing["producer"] = "overflow at its cap: reading paused"
+    elif sink.brokers_down and sink.queue_depth:
+        failing["producer"] = "all Kafka brokers are down; records wait"
+    elif parts.reading_paused:
+        failing["producer"] = "reading from MLink paused: records wait for the broker or registry"
     if pipeline.held:
         failing["schemas"] = f"{pipeline.held} records wait for a schema registration"
     return failing
@@ -146,10 +148,10 @@ class BridgeCollector(Collector):
         if sink is not None:
             s = sink.stats
             for name, value, text in (
-                ("produced", s.produced, "records handed to librdkafka"),
+                ("produced", s.produced_total, "records handed to librdkafka"),
                 ("delivered", s.delivered, "records acknowledged by the broker"),
                 ("conflated", s.conflated, "records replaced in the overflow map"),
-                ("bytes_out", s.bytes_out, "value bytes produced"),
+                ("produced_bytes", s.bytes_out, "value bytes produced"),
             ):
                 yield CounterMetricFamily(f"{PREFIX}_{name}", text, value=value)
             errors = CounterMetricFamily(
@@ -212,6 +214,7 @@ class HealthServer:
         self._host = host
         self._port = port
         self._server: asyncio.Server | None = None
+        self._open = 0
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(BridgeCollector(parts))
 
@@ -232,30 +235,44 @@ class HealthServer:
                 await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= _MAX_CONNECTIONS:
+            writer.close()  # probes and scrapes are few; many at once is not one of them
+            return
+        self._open += 1
+        try:
+            await self._answer(reader, writer)
+        except (ConnectionError, TimeoutError):
+            pass
+        finally:
+            self._open -= 1
+            writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = b""
         try:
             async with asyncio.timeout(_READ_TIMEOUT):
                 head = await reader.readuntil(b"\r\n\r\n")
             status, ctype, body = self.respond(head)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             status, ctype, body = 400, "text/plain", b"bad request\n"
-        except ConnectionError:
-            writer.close()
-            return
-        writer.write(
+        except Exception:
+            log.exception("health server: cannot answer %r", head[:100])
+            status, ctype, body = 500, "text/plain", b"internal error\n"
+        header = (
             b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\n\r\n%s"
-            % (status, _REASONS.get(status, b"OK"), ctype.encode(), len(body), body)
+            b"Connection: close\r\n\r\n"
+            % (status, _REASONS.get(status, b"OK"), ctype.encode(), len(body))
         )
-        with contextlib.suppress(ConnectionError):
+        writer.write(header if head.startswith(b"HEAD ") else header + body)
+        async with asyncio.timeout(_READ_TIMEOUT):
             await writer.drain()
-        writer.close()
 
     def respond(self, head: bytes) -> tuple[int, str, bytes]:
         line = head.split(b"\r\n", 1)[0].split()
         if len(line) != 3 or len(head) > _MAX_REQUEST:
             return 400, "text/plain", b"bad request\n"
         method, target = line[0], line[1].split(b"?", 1)[0]
-        if method != b"GET":
+        if method not in (b"GET", b"HEAD"):
             return 405, "text/plain", b"method not allowed\n"
         if target == b"/livez":
             return 200, "text/plain", b"ok\n"
@@ -273,5 +290,6 @@ _REASONS = {
     400: b"Bad Request",
     404: b"Not Found",
     405: b"Method Not Allowed",
+    500: b"Internal Server Error",
     503: b"Service Unavailable",
 }

@@ -6,14 +6,16 @@ Both filters sit on the handler, so they apply to every logger, librdkafka's inc
 * `Redactor` replaces every known secret value (the API key, passwords, the JWT, registry and
   Kafka credentials, registered with `add_secret`) with `***` in the final message and in the
   formatted exception, whatever code produced them.
-* `RepeatLimiter` lets a given message (same logger, level and format string) through at most
-  `burst` times per `window` seconds; the rest are counted, and the next one let through says
-  how many were suppressed (`suppressed` in JSON). A flapping connection cannot flood the logs.
+* `RepeatLimiter` lets a given message (same logger, level and text, numbers aside) through at
+  most `burst` times per `window` seconds; the rest are counted, and the next one let through
+  says how many were suppressed (`suppressed` in JSON). A flapping connection cannot flood the
+  logs, and different messages (another subscription, another broker) do not silence each other.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import time
@@ -32,6 +34,7 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
     "taskName",
 }
 _MIN_SECRET = 4  # shorter values would redact ordinary words
+_DIGITS = re.compile(r"\d+")  # "attempt 5" and "attempt 6" are the same message
 
 
 class Redactor(logging.Filter):
@@ -59,6 +62,9 @@ class Redactor(logging.Filter):
         clean = self.redact(message)
         if clean != message:
             record.msg, record.args = clean, None
+        for name, value in list(record.__dict__.items()):  # fields passed with extra=
+            if name not in _STANDARD and isinstance(value, str):
+                setattr(record, name, self.redact(value))
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -86,7 +92,7 @@ class RepeatLimiter(logging.Filter):
         self._seen: dict[tuple[str, int, str], list[float]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.levelno, str(record.msg))
+        key = (record.name, record.levelno, _DIGITS.sub("#", record.getMessage()[:300]))
         now = self._clock()
         with self._lock:
             entry = self._seen.get(key)

@@ -53,7 +53,8 @@ class SinkStats:
     """Counters the metrics endpoint and the shutdown report read. Updated from two threads;
     each field has one writer."""
 
-    produced: int = 0  # handed to librdkafka
+    produced: int = 0  # handed to librdkafka by send()
+    produced_acked: int = 0  # handed to librdkafka by send_acked() (schema records)
     delivered: int = 0  # acknowledged by the broker
     failed: int = 0  # delivery reports with an error
     conflated: int = 0  # replaced in the overflow map before they could be produced
@@ -62,6 +63,10 @@ class SinkStats:
     errors: dict[str, int] = field(default_factory=dict)
     latency_ms: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
     latency_sum_ms: float = 0.0
+
+    @property
+    def produced_total(self) -> int:
+        return self.produced + self.produced_acked
 
     def observe_latency(self, ms: float) -> None:
         for i, bound in enumerate(LATENCY_BUCKETS_MS):
@@ -173,10 +178,14 @@ class KafkaSink:
         if not self._produce(record):
             self._hold(record)
 
-    def send_acked(self, record: OutRecord, done: Callable[[str | None], None]) -> None:
+    def send_acked(
+        self, record: OutRecord, done: Callable[[str | None], None], timeout: float = 30.0
+    ) -> None:
         """Produce one record now (never conflated) and call `done(error or None)` from the
-        delivery thread once the broker answers. Blocks briefly if the queue is full."""
+        delivery thread once the broker answers. Waits up to `timeout` s for room in a full
+        queue, then raises BufferError. Safe to call from another thread."""
         producer = self._require()
+        deadline = time.monotonic() + timeout
 
         def report(err: KafkaError | None, msg: Message) -> None:
             self._delivered(err, msg, False)
@@ -191,9 +200,11 @@ class KafkaSink:
                     headers=record.headers,
                     on_delivery=report,
                 )
-                self.stats.produced += 1
+                self.stats.produced_acked += 1  # its own counter: another thread writes it
                 return
             except BufferError:
+                if time.monotonic() > deadline or self._stop.is_set():
+                    raise
                 time.sleep(0.01)
 
     def pump(self) -> int:

@@ -7,6 +7,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
+import bridge.ops.http
 from bridge.io.policy import Failure
 from bridge.ops.http import HealthServer, Parts
 from bridge.sink.kafka import SinkStats
@@ -81,14 +84,14 @@ async def test_health_follows_the_bridge_through_its_states() -> None:
 
         sink.brokers_down = True
         status, body = await get(port, "/readyz")
-        assert (status, json.loads(body)["failing"]) == (
-            503,
-            {"producer": "all Kafka brokers are down"},
-        )
+        failing = json.loads(body)["failing"]
+        assert (status, failing) == (503, {"producer": "all Kafka brokers are down; records wait"})
+        sink.queue_depth = 0  # nothing waits: a quiet feed is not kept unready by an old error
+        assert (await get(port, "/readyz"))[0] == 200
         sink.brokers_down = False
-        sink.overflowing = 100
+        parts.reading_paused = True  # the overflow map or the held records reached their cap
         assert (await get(port, "/readyz"))[0] == 503
-        sink.overflowing = 0
+        parts.reading_paused = False
 
         connector.connected = False
         status, body = await get(port, "/readyz")
@@ -133,7 +136,10 @@ async def test_metrics_are_read_from_the_counters_when_scraped() -> None:
         await server.stop()
 
 
-async def test_a_malformed_or_silent_client_gets_an_answer_or_is_dropped() -> None:
+async def test_a_malformed_or_silent_client_gets_an_answer_and_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bridge.ops.http, "_READ_TIMEOUT", 0.3)
     server = HealthServer(Parts(), host="127.0.0.1", port=0)
     await server.start()
     try:
@@ -143,5 +149,13 @@ async def test_a_malformed_or_silent_client_gets_an_answer_or_is_dropped() -> No
         data = await asyncio.wait_for(reader.read(), 5)
         assert data.startswith(b"HTTP/1.1 400")
         writer.close()
+
+        silent_reader, silent = await asyncio.open_connection("127.0.0.1", server.port)
+        data = await asyncio.wait_for(silent_reader.read(), 5)  # says nothing at all
+        assert data.startswith(b"HTTP/1.1 400")
+        silent.close()
+
+        status, body = await get(server.port, "/livez", "HEAD")
+        assert (status, body) == (200, "")  # the headers only
     finally:
         await server.stop()

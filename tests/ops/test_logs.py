@@ -98,3 +98,22 @@ def test_repeats_are_limited_and_the_next_line_says_how_many_were_dropped() -> N
     assert "another message" in out[2]
     assert "attempt 50" in out[3]
     assert out[3].endswith("(+48 similar suppressed)")
+
+
+def test_different_messages_with_one_format_are_not_silenced_by_each_other(
+    captured: tuple[logging.Logger, io.StringIO, Redactor],
+) -> None:
+    logger, stream, _ = captured  # burst 3 per window
+    for label in ("a", "b", "c", "d", "e", "f"):
+        logger.info("subscription %s: %s -> %s", label, "snapshot", "live")
+    assert len(lines(stream)) == 6
+
+
+def test_fields_passed_as_extra_are_redacted_too(
+    captured: tuple[logging.Logger, io.StringIO, Redactor],
+) -> None:
+    logger, stream, redactor = captured
+    redactor.add_secret("tok-987654")
+    logger.warning("status", extra={"detail": "auth: server said tok-987654 is expired"})
+    (doc,) = lines(stream)
+    assert doc["detail"] == "auth: server said *** is expired"
