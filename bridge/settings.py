@@ -150,22 +150,28 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        problems = []
         if self.mlink_jwt is not None and self.mlink_jwt_file is not None:
-            raise ValueError("MLINK_JWT and MLINK_JWT_FILE are exclusive; set one")
+            problems.append("MLINK_JWT: MLINK_JWT and MLINK_JWT_FILE are exclusive; set one")
         if self.bridge_subscriptions and self.bridge_subscriptions_file:
-            raise ValueError("BRIDGE_SUBSCRIPTIONS and BRIDGE_SUBSCRIPTIONS_FILE are exclusive")
+            problems.append(
+                "BRIDGE_SUBSCRIPTIONS: BRIDGE_SUBSCRIPTIONS and BRIDGE_SUBSCRIPTIONS_FILE are "
+                "exclusive; set one"
+            )
         if self.mlink_reconnect_min > self.mlink_reconnect_max:
-            raise ValueError("MLINK_RECONNECT_MIN is above MLINK_RECONNECT_MAX")
+            problems.append("MLINK_RECONNECT_MIN: above MLINK_RECONNECT_MAX")
         if self.mlink_auth_backoff_min > self.mlink_auth_backoff_max:
-            raise ValueError("MLINK_AUTH_BACKOFF_MIN is above MLINK_AUTH_BACKOFF_MAX")
+            problems.append("MLINK_AUTH_BACKOFF_MIN: above MLINK_AUTH_BACKOFF_MAX")
         descriptors = self.mlink_proto_descriptors
         if descriptors is not None and not descriptors.is_file():
             # Without it, /mlink/proto uses the descriptor set bundled for the catalog's types.
-            raise ValueError(f"MLINK_PROTO_DESCRIPTORS: {descriptors} is not a readable file")
+            problems.append(f"MLINK_PROTO_DESCRIPTORS: {descriptors} is not a readable file")
         if not _TOPIC_NAME.match(self.bridge_topic_prefix + "x"):
-            raise ValueError(
+            problems.append(
                 "BRIDGE_TOPIC_PREFIX: topic names allow only letters, digits, '.', '_' and '-'"
             )
+        if problems:
+            raise ValueError("\n".join(problems))  # load_settings reports one line each
         return self
 
     # -- derived -----------------------------------------------------------------------------
@@ -323,6 +329,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            variable = "_".join(str(p) for p in err["loc"]).upper() or "configuration"
-            lines.append(f"{variable}: {err['msg']}")
+            if err["loc"]:
+                variable = "_".join(str(p) for p in err["loc"]).upper()
+                lines.append(f"{variable}: {err['msg']}")
+            else:  # the cross-variable checks: each line names its variable already
+                lines += err["msg"].removeprefix("Value error, ").splitlines()
         raise ConfigError("\n".join(lines)) from None

@@ -103,3 +103,23 @@ def test_run_without_credentials_is_a_configuration_error() -> None:
         {"BRIDGE_SUBSCRIPTIONS": '[{"msgName": "StockPrint"}]', "MLINK_JWT_FILE": "/run/jwt"}
     )
     with_jwt_file.require_credentials()
+
+
+def test_every_conflict_is_reported_at_once_one_line_each() -> None:
+    env = {
+        "BRIDGE_SUBSCRIPTIONS": SUBS,
+        "MLINK_JWT": "a.b.c",
+        "MLINK_JWT_FILE": "/run/jwt",
+        "MLINK_RECONNECT_MIN": "9",
+        "MLINK_RECONNECT_MAX": "1",
+        "BRIDGE_TOPIC_PREFIX": "bad prefix",
+    }
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    lines = str(info.value).splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "MLINK_JWT",
+        "MLINK_RECONNECT_MIN",
+        "BRIDGE_TOPIC_PREFIX",
+    ]
+    assert "a.b.c" not in str(info.value)
