@@ -179,6 +179,9 @@ BAD_VALUES = {
     "a password among the kafka properties": lambda v: v["kafka"].update(
         properties={"sasl.password": "hunter2"}
     ),
+    "an inline private key among the kafka properties": lambda v: v["kafka"].update(
+        properties={"ssl.key.pem": "-----BEGIN PRIVATE KEY-----"}
+    ),
     "bootstrap.servers among the kafka properties": lambda v: v["kafka"].update(
         properties={"bootstrap.servers": "x:9092"}
     ),
