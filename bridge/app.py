@@ -920,13 +920,13 @@ async def _run(  # noqa: PLR0917 - run_bridge's body, split for the health serve
         "shutdown: %d produced, %d delivered, %d failed, %d not delivered, %d waiting for a schema",
         stats.produced_total,
         stats.delivered,
-        stats.failed,
+        stats.lost,
         left,
         held,
         extra={
             "produced": stats.produced_total,
             "delivered": stats.delivered,
-            "failed": stats.failed,
+            "failed": stats.lost,
             "undelivered": left,
             "held": held,
             "conflated": stats.conflated,
@@ -951,8 +951,8 @@ async def _run(  # noqa: PLR0917 - run_bridge's body, split for the health serve
             settings.bridge_flush_timeout,
         )
         return 1
-    if sink.stats.failed:
-        log.error("shutdown: %d records failed delivery: %s", sink.stats.failed, sink.stats.errors)
+    if sink.stats.lost:
+        log.error("shutdown: %d records failed delivery: %s", sink.stats.lost, sink.stats.errors)
         return 1
     log.info("shutdown: every record delivered (%d)", sink.stats.delivered)
     return 0

@@ -151,6 +151,7 @@ class BridgeCollector(Collector):
                 ("produced", s.produced_total, "records handed to librdkafka"),
                 ("delivered", s.delivered, "records acknowledged by the broker"),
                 ("conflated", s.conflated, "records replaced in the overflow map"),
+                ("refused", s.refused, "records librdkafka refused to take (too large, say)"),
                 ("produced_bytes", s.bytes_out, "value bytes produced"),
             ):
                 yield CounterMetricFamily(f"{PREFIX}_{name}", text, value=value)

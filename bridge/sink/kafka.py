@@ -57,6 +57,7 @@ class SinkStats:
     produced_acked: int = 0  # handed to librdkafka by send_acked() (schema records)
     delivered: int = 0  # acknowledged by the broker
     failed: int = 0  # delivery reports with an error
+    refused: int = 0  # records librdkafka refused to take (too large, say)
     conflated: int = 0  # replaced in the overflow map before they could be produced
     tombstones: int = 0
     bytes_out: int = 0
@@ -67,6 +68,11 @@ class SinkStats:
     @property
     def produced_total(self) -> int:
         return self.produced + self.produced_acked
+
+    @property
+    def lost(self) -> int:
+        """Records that will never reach Kafka: failed deliveries and refused records."""
+        return self.failed + self.refused
 
     def observe_latency(self, ms: float) -> None:
         for i, bound in enumerate(LATENCY_BUCKETS_MS):
@@ -248,8 +254,7 @@ class KafkaSink:
             # One record librdkafka refuses (too large, say) must not stop the stream: it is
             # counted as failed, which makes the process exit non-zero at the end.
             name = error.name() if isinstance(error, KafkaError) else type(exc).__name__
-            self.stats.failed += 1
-            self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
+            self.stats.refused += 1  # this thread's own counter (failed is the delivery thread's)
             log.error("record for %s refused by the producer: %s", record.topic, name)
             return True
         stats = self.stats

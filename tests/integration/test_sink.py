@@ -130,3 +130,23 @@ def test_records_wait_for_a_broker_that_is_down_at_start(read_topic: Any) -> Non
     finally:
         sink.close()
         broker.stop()
+
+
+def test_a_record_librdkafka_refuses_is_counted_lost_and_the_rest_go_on(
+    broker: EmbeddedBroker, read_topic: Any
+) -> None:
+    ensure_topics(AdminClient({"bootstrap.servers": broker.bootstrap}), [TopicSpec("t9.big", 1)])
+    sink = KafkaSink({"bootstrap.servers": broker.bootstrap, "message.max.bytes": "2000"})
+    sink.start()
+    try:
+        sink.send(OutRecord("t9.big", b"small-1", b"x" * 100))
+        sink.send(OutRecord("t9.big", b"huge", b"x" * 10_000))  # above message.max.bytes
+        sink.send(OutRecord("t9.big", b"small-2", b"x" * 100))
+        assert sink.flush(30) == 0
+    finally:
+        sink.close()
+    assert sink.stats.refused == 1
+    assert sink.stats.lost == 1  # the bridge exits 1 at shutdown for this
+    assert sink.stats.delivered == 2
+    keys = [m.key() for m in read_topic(broker.bootstrap, "t9.big", 1).messages]
+    assert keys == [b"small-1", b"small-2"]
