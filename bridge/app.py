@@ -718,6 +718,30 @@ def topic_specs(
     return specs
 
 
+def connector_for(settings: Settings, specs: Sequence[SubscriptionSpec]) -> Connector:
+    """The MLink connector MLINK_* describe, for these subscriptions."""
+    return Connector(
+        ConnectorConfig(
+            settings.mlink_url,
+            credentials_for(settings),
+            header_auth=settings.mlink_auth is AuthMode.HEADER,
+            max_message=settings.mlink_max_message_bytes,
+            ping_interval=settings.mlink_ping_interval,
+            ping_timeout=settings.mlink_ping_timeout,
+            resume_highwater=settings.mlink_resume is ResumeMode.HIGHWATER,
+            jwt_file=settings.mlink_jwt_file,
+            proto_descriptors=settings.mlink_proto_descriptors,
+        ),
+        specs,
+        policy=ReconnectPolicy.from_limits(
+            settings.mlink_reconnect_min,
+            settings.mlink_reconnect_max,
+            settings.mlink_auth_backoff_min,
+            settings.mlink_auth_backoff_max,
+        ),
+    )
+
+
 def registry_client(settings: Settings) -> SchemaRegistryClient | None:
     """The Schema Registry client SCHEMA_REGISTRY_* describe (None without a URL). A mock://
     URL gives the client's in-memory registry (tests, trials)."""
@@ -831,26 +855,7 @@ async def _run(  # noqa: PLR0917 - run_bridge's body, split for the health serve
     else:
         serializer = SingleObjectSerializer(SchemaTopicPublisher(sink, settings.schemas_topic))
 
-    connector = Connector(
-        ConnectorConfig(
-            settings.mlink_url,
-            credentials_for(settings),
-            header_auth=settings.mlink_auth is AuthMode.HEADER,
-            max_message=settings.mlink_max_message_bytes,
-            ping_interval=settings.mlink_ping_interval,
-            ping_timeout=settings.mlink_ping_timeout,
-            resume_highwater=settings.mlink_resume is ResumeMode.HIGHWATER,
-            jwt_file=settings.mlink_jwt_file,
-            proto_descriptors=settings.mlink_proto_descriptors,
-        ),
-        specs,
-        policy=ReconnectPolicy.from_limits(
-            settings.mlink_reconnect_min,
-            settings.mlink_reconnect_max,
-            settings.mlink_auth_backoff_min,
-            settings.mlink_auth_backoff_max,
-        ),
-    )
+    connector = connector_for(settings, specs)
     failures: list[str] = []  # why the pipeline cannot go on (registry refusals, bugs)
 
     def pipeline_failed(reason: str) -> None:

@@ -18,12 +18,11 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bridge.app import credentials_for, registry_client, subscription_specs, topic_specs
+from bridge.app import connector_for, registry_client, subscription_specs, topic_specs
 from bridge.errors import BridgeError, ConfigError
-from bridge.io.connector import Connector, ConnectorConfig
 from bridge.mlink.catalog import default_catalog
 from bridge.ops.logs import redactor
-from bridge.settings import PRODUCER_DEFAULTS, AuthMode, ResumeMode, Settings, load_settings
+from bridge.settings import PRODUCER_DEFAULTS, Settings, load_settings
 from bridge.sink.serialization import registry_call
 from bridge.sink.topics import TopicError, TopicSpec, inspect_topics
 
@@ -56,21 +55,7 @@ async def run_check(environ: dict[str, str] | None = None, say: Say = _print) ->
         results.append(_registry(registry, say))
     else:
         say(True, "schema registry", f"none; schemas go to {settings.schemas_topic}")
-    connector = Connector(
-        ConnectorConfig(
-            settings.mlink_url,
-            credentials_for(settings),
-            header_auth=settings.mlink_auth is AuthMode.HEADER,
-            max_message=settings.mlink_max_message_bytes,
-            ping_interval=settings.mlink_ping_interval,
-            ping_timeout=settings.mlink_ping_timeout,
-            resume_highwater=settings.mlink_resume is ResumeMode.HIGHWATER,
-            jwt_file=settings.mlink_jwt_file,
-            proto_descriptors=settings.mlink_proto_descriptors,
-        ),
-        specs,
-    )
-    problems = await connector.check()
+    problems = await connector_for(settings, specs).check()
     for problem in problems:
         say(False, "MLink", problem)
     if not problems:
