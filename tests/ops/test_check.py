@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from bridge.embedded import EmbeddedBroker
 from bridge.ops.check import run_check
@@ -44,6 +45,8 @@ async def test_a_good_configuration_passes_every_check() -> None:
                 env(sim.url("/mlink/jsonf"), broker.bootstrap, SCHEMA_REGISTRY_URL="mock://chk"),
                 out,
             )
+        topics = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10)
+    assert not [t for t in topics.topics if t.startswith("chk.")]  # read-only: nothing created
     assert code == 0, out.lines
     assert [what for _, what, _ in out.lines] == [
         "settings",
