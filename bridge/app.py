@@ -255,7 +255,9 @@ class Pipeline:
         self._monotonic = monotonic
         # A completed snapshot whose records still wait for a schema: its `live` status and
         # reconciliation wait too (label -> (records, keys seen per channel)).
-        self._completing: dict[str, tuple[int, dict[int, set[bytes] | None]]] = {}
+        # (records, keys seen per channel, still to be announced: not after the connection
+        # that delivered it went down).
+        self._completing: dict[str, tuple[int, dict[int, set[bytes] | None], bool]] = {}
         self._reconcile_on = settings.bridge_reconcile
         self._channels: dict[tuple[str | None, str], Channel | None] = {}
         self.epochs: dict[str, int] = dict.fromkeys(self.subscriptions, 0)
@@ -288,12 +290,14 @@ class Pipeline:
             seen = {id(c): c.snapshot_keys for c in channels}
             for channel in channels:
                 channel.snapshot_keys = None
-            self._completing[event.label] = (event.records, seen)
+            self._completing[event.label] = (event.records, seen, True)
             self._complete_if_drained(event.label)
         elif isinstance(event, ConnectionUp):
             for label in self.subscriptions:
                 self._status(label, "connecting")
         elif isinstance(event, ConnectionDown):
+            for label, (records, seen, _) in self._completing.items():
+                self._completing[label] = (records, seen, False)
             state = "stale" if event.failure is Failure.STALE else "down"
             for label in self.subscriptions:
                 self._status(label, state, detail=f"{event.failure}: {event.detail}")
@@ -512,13 +516,14 @@ class Pipeline:
         if completing is None or any(c.held for c in self._channels_of(label)):
             return
         del self._completing[label]
-        records, seen = completing
+        records, seen, announce = completing
         began = self._snapshot_began.pop(label, None)
         if began is not None:
             self.snapshot_seconds[label] = self._monotonic() - began
         if self._reconcile_on:
             self._reconcile(label, seen)
-        self._status(label, "live", snapshotSize=records)
+        if announce:
+            self._status(label, "live", snapshotSize=records)
 
     def _reconcile(self, label: str, seen_by_channel: Mapping[int, set[bytes] | None]) -> None:
         """Tombstones for keys this process wrote that a fresh snapshot no longer has (unless

@@ -13,7 +13,8 @@ import pytest
 
 import bridge.app
 from bridge.app import InlineJobs, Pipeline, _wait_for_room, subscription_specs
-from bridge.io.connector import ConnectionUp
+from bridge.io.connector import ConnectionDown, ConnectionUp
+from bridge.io.policy import Failure
 from bridge.mlink.catalog import default_catalog
 from bridge.mlink.session import MLinkSession, Subscription
 from bridge.settings import load_settings
@@ -390,3 +391,14 @@ def test_a_failure_while_replaying_puts_the_rest_back() -> None:
         rig.fire_timers()
     assert rig.pipeline.held == 1  # IBM is back in line; MSFT failed loudly; AAPL went out
     assert [r.key for r in rig.sink.on("books")] == [b"AAPL-NMS-EQT"]
+
+
+def test_a_snapshot_released_after_its_connection_went_down_is_not_announced_live() -> None:
+    rig = Rig(BOOKS)
+    rig.registry.outcome = RegistryUnavailable("registry unreachable")
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), COMPLETE])
+    rig.pipeline.handle(ConnectionDown(Failure.CLOSED, "dropped", 1.0, 1))
+    rig.registry.outcome = None
+    rig.fire_timers()
+    assert len(rig.sink.on("books")) == 1  # the records still go out ...
+    assert statuses(rig)[-1] == ("b", "down")  # ... but the subscription is not live
