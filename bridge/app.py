@@ -254,9 +254,8 @@ class Pipeline:
         self._clock_ns = clock_ns
         self._monotonic = monotonic
         # A completed snapshot whose records still wait for a schema: its `live` status and
-        # reconciliation wait too (label -> (records, keys seen per channel)).
-        # (records, keys seen per channel, still to be announced: not after the connection
-        # that delivered it went down).
+        # reconciliation wait too. label -> (records, keys seen per channel, whether to
+        # announce it: not once the connection that delivered it has gone down).
         self._completing: dict[str, tuple[int, dict[int, set[bytes] | None], bool]] = {}
         self._reconcile_on = settings.bridge_reconcile
         self._channels: dict[tuple[str | None, str], Channel | None] = {}
