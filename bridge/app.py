@@ -575,6 +575,7 @@ class Pipeline:
         before = self.states.get(label)
         if before != state or label not in self._since:
             self._since[label] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if before != state:
             log.info(
                 "subscription %s: %s -> %s",
                 label,

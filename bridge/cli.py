@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet = args.command == "bench"  # the figures, not the bridges' lifecycles
+    quiet = args.command in ("bench", "demo")  # the figures and the live view, not lifecycles
     level = args.log_level or os.environ.get("LOG_LEVEL", "WARNING" if quiet else "INFO").upper()
     if level not in logging.getLevelNamesMapping():
         print(f"mlink-bridge: LOG_LEVEL: unknown level {level!r}", file=sys.stderr)
