@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -53,6 +54,8 @@ class Result:
 
 
 class _SimulatorProcess:
+    cores: set[int] | None = None  # where the simulator runs, when the bench pins processes
+
     def __init__(self, rate: float, tickers: int = 100) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
@@ -76,6 +79,8 @@ class _SimulatorProcess:
             ],
             stdout=subprocess.DEVNULL,
         )
+        if self.cores:
+            os.sched_setaffinity(self.proc.pid, self.cores)
         deadline = time.monotonic() + 20
         while True:
             with socket.socket() as sock:
@@ -223,7 +228,23 @@ def transform_encode(count: int = 60_000) -> Result:
     return Result("transform + Avro encode stage (one core)", count / elapsed)
 
 
-async def run_bench(seconds: float, rate: float) -> int:
+def pin_processes() -> str:
+    """With two cores or more: the simulator on the first, everything else (this process's
+    threads, librdkafka's, and the broker started after this) on the rest. The bridge and
+    both ceilings then get the same share of the machine instead of fighting the simulator."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return "not pinned: one core"
+    _SimulatorProcess.cores = {cores[0]}
+    os.sched_setaffinity(0, set(cores[1:]))  # threads and processes started later inherit it
+    return (
+        f"pinned: simulator on core {cores[0]}; reader or bridge, producer, broker on {cores[1:]}"
+    )
+
+
+async def run_bench(seconds: float, rate: float, pin: bool = True) -> int:
+    if pin:
+        print(pin_processes())
     calibration = time.perf_counter()
     for _ in range(2000):
         sum(range(1000))

@@ -263,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="throughput and latency beside raw ceilings")
     bench.add_argument("--seconds", type=float, default=10.0, help="each measurement window")
     bench.add_argument("--rate", type=float, default=150_000, help="simulator updates/s offered")
+    bench.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the simulator to its own core (pinned by default with 2+ cores)",
+    )
     sub.add_parser("schemas", help="print the Avro schemas the bridge will write")
     sub.add_parser(
         "check",
@@ -308,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         from bridge.bench import run_bench  # noqa: PLC0415 - needs the dev extras
 
-        return asyncio.run(run_bench(args.seconds, args.rate))
+        return asyncio.run(run_bench(args.seconds, args.rate, pin=not args.no_pin))
     if args.command == "schemas":
         return _schemas()
     if args.command == "check":
