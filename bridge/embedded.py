@@ -83,10 +83,19 @@ class EmbeddedBroker:
         ]
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         env.update(self._env)
-        out = self._log_path.open("ab") if self._log_path else subprocess.DEVNULL
-        self._proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+        if self._log_path is None:
+            self._proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        else:
+            with self._log_path.open("ab") as out:  # the child keeps its own descriptor
+                self._proc = subprocess.Popen(
+                    argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                )
         self.wait_ready(timeout)
         return self
 
