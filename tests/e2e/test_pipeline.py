@@ -149,13 +149,26 @@ def schemas_from_topic(read_topic: Any, broker: EmbeddedBroker, prefix: str) -> 
     return SchemaLookup(schemas={m.key().decode(): m.value() for m in got.messages})
 
 
-async def test_topics_converge_to_the_simulators_truth(tmp_path: Path, read_topic: Any) -> None:
+# The protobuf endpoint with a descriptor set given, as a user points at a compiled one.
+DESCRIPTORS = Path(__file__).resolve().parents[2] / "bridge" / "mlink" / "data" / "mlink.protoset"
+WIRE_FORMS = {
+    "framed-json": {},
+    "protobuf": {"path": "/mlink/proto", "MLINK_PROTO_DESCRIPTORS": str(DESCRIPTORS)},
+}
+
+
+@pytest.mark.parametrize("form", WIRE_FORMS)
+async def test_topics_converge_to_the_simulators_truth(
+    tmp_path: Path, read_topic: Any, form: str
+) -> None:
     truth = tmp_path / "truth.jsonl"
     config = SimulatorConfig(rate=800, tickers=20, truth=truth, delete_rate=0.02, msg_names=TYPES)
+    extra = dict(WIRE_FORMS[form])
+    path = extra.pop("path", "/mlink/jsonf")
     with EmbeddedBroker() as broker:
         async with Simulator(config) as sim:
             code, pipeline = await run_until(
-                env_for(sim, broker, "e1."),
+                env_for(sim, broker, "e1.", MLINK_URL=sim.url(path), **extra),
                 lambda p, s, c: (
                     sum(p.stats.records_out.values()) > 3000
                     and all(v == "live" for v in p.states.values())
