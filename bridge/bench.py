@@ -162,12 +162,14 @@ def raw_produce(bootstrap: str, count: int) -> Result:
         sink.close()
 
 
-async def bridge(bootstrap: str, seconds: float, rate: float, name: str) -> Result:
+async def bridge(
+    bootstrap: str, seconds: float, rate: float, name: str, path: str = "/mlink/jsonf"
+) -> Result:
     sim = _SimulatorProcess(rate)
     prefix = f"bench{time.time_ns()}."
     try:
         env = {
-            "MLINK_URL": sim.url(),
+            "MLINK_URL": sim.url(path),
             "MLINK_API_KEY": "demo-key",
             "BRIDGE_SUBSCRIPTIONS": json.dumps([{"msgName": t, "activeLatency": 0} for t in TYPES]),
             "BRIDGE_TOPIC_PREFIX": prefix,
@@ -263,6 +265,10 @@ async def run_bench(seconds: float, rate: float, pin: bool = True) -> int:
             await bridge(broker.bootstrap, seconds, 10_000, "bridge at 10k records/s offered")
         )
         print(results[-1].line(), flush=True)
+        proto = await bridge(
+            broker.bootstrap, seconds, rate, "bridge, protobuf input", path="/mlink/proto"
+        )
+        print(proto.line(), flush=True)
     ceiling = min(results[1].rate, results[2].rate)
     print(
         f"\nbridge / lower ceiling = {results[3].rate / ceiling:.0%} "
