@@ -568,3 +568,11 @@ def test_phase_is_failed_when_every_subscription_was_refused() -> None:
     session.connected()
     feed(session, admin("LoggedOn"), ack(result="Error"))
     assert session.phase is Phase.FAILED
+
+
+def test_the_live_data_fast_path_is_the_tables_row() -> None:
+    # MLinkSession._on_data takes (LIVE, DATA) without walking the table: they must agree.
+    assert SUBSCRIPTION_TABLE[(SubState.LIVE, SubInput.DATA)] == (
+        SubState.LIVE,
+        SubAction.LIVE_RECORD,
+    )
