@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import signal
 import threading
@@ -354,7 +353,7 @@ class Pipeline:
                     if refusal is not None:
                         self._dead_letter(record.raw, refusal, "SchemaRejected", label, mtyp)
                         return
-                    candidate = _fork(channel.history)
+                    candidate = channel.history.fork()
                     if candidate.evolve(normalized.unknown) is not channel.history.current:
                         if len(channel.versions_for) >= _MAX_SIGNATURES:
                             channel.versions_for.clear()
@@ -615,13 +614,6 @@ _MAX_SIGNATURES = 1024
 
 def _signature(unknown: Mapping[str, Any]) -> tuple[tuple[str, str | None], ...]:
     return tuple(sorted((name, infer_kind(value)) for name, value in unknown.items()))
-
-
-def _fork(history: SchemaHistory) -> SchemaHistory:
-    """A copy to evolve, so that a version the registry refuses never becomes current."""
-    fork = copy.copy(history)
-    fork._versions = list(history._versions)
-    return fork
 
 
 # ---------------------------------------------------------------------------------------------

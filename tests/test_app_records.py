@@ -11,13 +11,13 @@ from typing import Any
 import orjson
 import pytest
 
-import bridge.app
 from bridge.app import InlineJobs, Pipeline, _wait_for_room, subscription_specs
 from bridge.io.connector import ConnectionDown, ConnectionUp
 from bridge.io.policy import Failure
 from bridge.mlink.catalog import default_catalog
 from bridge.mlink.session import MLinkSession, Subscription
 from bridge.settings import load_settings
+from bridge.sink.avro import SchemaHistory
 from bridge.sink.kafka import OutRecord
 from bridge.sink.serialization import (
     RegistryError,
@@ -356,8 +356,8 @@ def test_records_needing_a_refused_version_are_recognised_without_rebuilding_it(
     rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), COMPLETE])
     rig.registry.outcome = SchemaRejected("refused as incompatible")
     forks: list[object] = []
-    real_fork = bridge.app._fork
-    monkeypatch.setattr(bridge.app, "_fork", lambda h: forks.append(h) or real_fork(h))
+    real_fork = SchemaHistory.fork
+    monkeypatch.setattr(SchemaHistory, "fork", lambda h: forks.append(h) or real_fork(h))
     rig.feed([book("AAPL", 2.0 + i, brandNewField=i) for i in range(20)])
     assert len(forks) == 1  # built (and refused) once, then recognised by its new fields
     assert rig.pipeline.stats.dead_letters == 20

@@ -28,6 +28,7 @@ None gets its default, as MLink leaves defaults out.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import struct
@@ -847,6 +848,13 @@ class SchemaHistory:
     @property
     def versions(self) -> tuple[WriterSchema, ...]:
         return tuple(self._versions)
+
+    def fork(self) -> SchemaHistory:
+        """A copy to evolve on its own: a version stays out of this history until adopted (the
+        registry may refuse it)."""
+        fork = copy.copy(self)
+        fork._versions = list(self._versions)
+        return fork
 
     def evolve(self, unknown_fields: Mapping[str, Any]) -> WriterSchema:
         """The version that also holds `unknown_fields` (wire name -> a value seen), each added
