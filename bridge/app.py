@@ -66,7 +66,7 @@ from bridge.sink.serialization import (
     SingleObjectSerializer,
     ValueSerializer,
 )
-from bridge.sink.topics import TopicError, TopicSpec, ensure_topics
+from bridge.sink.topics import TopicError, TopicSpec, admin_client, ensure_topics
 from transforms import TransformError, TransformOptions, compile_plan, infer_kind
 
 log = logging.getLogger("mlink.bridge")
@@ -839,8 +839,7 @@ async def _run(  # noqa: PLR0917 - run_bridge's body, split for the health serve
     sink.start()
     # The producer first (above): a configuration it cannot work with fails before the wait
     # for the broker.
-    admin_config: dict[str, Any] = {**kafka, "logger": logging.getLogger("librdkafka")}
-    admin = AdminClient(admin_config)
+    admin = admin_client(kafka)
     await _ensure_topics_with_retry(admin, topic_specs(settings, subs, catalog), settings, stop)
     if stop.is_set():
         sink.close()

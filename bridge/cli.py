@@ -179,16 +179,14 @@ def _topic_named(settings: Settings, name: str) -> str:
 
 
 def _topics() -> int:
-    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
-
     from bridge.app import topic_specs  # noqa: PLC0415
-    from bridge.sink.topics import TopicError, ensure_topics  # noqa: PLC0415
+    from bridge.sink.topics import TopicError, admin_client, ensure_topics  # noqa: PLC0415
 
     try:
         settings = load_settings()
         specs = topic_specs(settings, settings.subscriptions(), default_catalog())
         report = ensure_topics(
-            AdminClient(dict(settings.kafka_properties)),
+            admin_client(settings.kafka_properties),
             specs,
             create=settings.bridge_create_topics,
             allow_non_compacted=settings.bridge_allow_non_compacted,

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bridge.app import connector_for, registry_client, subscription_specs, topic_specs
 from bridge.errors import BridgeError, ConfigError
 from bridge.mlink.catalog import default_catalog
 from bridge.ops.logs import redactor
-from bridge.settings import PRODUCER_DEFAULTS, Settings, load_settings
+from bridge.settings import Settings, load_settings
+from bridge.sink.kafka import producer_config
 from bridge.sink.serialization import registry_call
-from bridge.sink.topics import TopicError, TopicSpec, inspect_topics
+from bridge.sink.topics import TopicError, TopicSpec, admin_client, inspect_topics
 
 __all__ = ["run_check"]
 
@@ -65,13 +64,9 @@ async def run_check(environ: dict[str, str] | None = None, say: Say = _print) ->
 
 
 def _producer(settings: Settings, say: Say) -> bool:
-    config = {
-        **PRODUCER_DEFAULTS,
-        **settings.kafka_properties,
-        "logger": logging.getLogger("librdkafka"),
-    }
+    config = producer_config(settings.kafka_properties, settings.bridge_queue_max_messages)
     try:
-        Producer(config)
+        Producer({**config, "logger": logging.getLogger("librdkafka")})
     except KafkaException as exc:
         say(False, "producer", f"librdkafka refuses the configuration: {exc.args[0]}")
         return False
@@ -80,11 +75,7 @@ def _producer(settings: Settings, say: Say) -> bool:
 
 
 def _kafka(settings: Settings, specs: list[TopicSpec], say: Say) -> bool:
-    config: dict[str, Any] = {
-        **settings.kafka_properties,
-        "logger": logging.getLogger("librdkafka"),
-    }
-    admin = AdminClient(config)
+    admin = admin_client(settings.kafka_properties)
     try:
         missing, problems = inspect_topics(
             admin, specs, allow_non_compacted=settings.bridge_allow_non_compacted

@@ -101,6 +101,15 @@ def histogram_quantile(counts: Sequence[int], q: float) -> float | None:
     return float("inf")
 
 
+def producer_config(properties: Mapping[str, str], queue_max_messages: int) -> dict[str, Any]:
+    """The producer's librdkafka configuration: the bridge's defaults, then the operator's."""
+    return {
+        **PRODUCER_DEFAULTS,
+        "queue.buffering.max.messages": str(queue_max_messages),
+        **properties,
+    }
+
+
 class KafkaSink:
     def __init__(
         self,
@@ -110,11 +119,7 @@ class KafkaSink:
         on_fatal: Callable[[ProducerFatal], None] | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
-        self._config: dict[str, Any] = {
-            **PRODUCER_DEFAULTS,
-            "queue.buffering.max.messages": str(queue_max_messages),
-            **config,
-        }
+        self._config = producer_config(config, queue_max_messages)
         self._on_fatal = on_fatal
         self._clock_ns = clock_ns
         self._producer: Producer | None = None

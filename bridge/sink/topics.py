@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
@@ -50,6 +51,12 @@ class TopicSpec:
 class TopicReport:
     created: list[str]
     verified: list[str]
+
+
+def admin_client(properties: Mapping[str, str]) -> AdminClient:
+    """An admin client with the operator's KAFKA_* properties, logging through `logging`."""
+    config: dict[str, Any] = {**properties, "logger": logging.getLogger("librdkafka")}
+    return AdminClient(config)
 
 
 def ensure_topics(
