@@ -16,7 +16,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -201,6 +201,7 @@ class Channel:
     topic: str
     history: SchemaHistory
     ctx: SerializationContext
+    msg_header: tuple[str, str]  # ("mlink.msg", type): the same for every record
     prefix: bytes | None = None  # the framing of ctx.schema, once registered
     # While a schema is being registered, every record of the channel waits here (latest per
     # key, so memory is bounded by the number of keys) to keep each key's order.
@@ -212,7 +213,6 @@ class Channel:
     versions_for: dict[tuple[tuple[str, str | None], ...], str] = field(default_factory=dict)
     known_keys: set[bytes] = field(default_factory=set)  # written here (with reconciliation on)
     snapshot_keys: set[bytes] | None = None  # seen in the snapshot under way
-    msg_header: tuple[str, str] = ("mlink.msg", "")
 
 
 @dataclass
@@ -562,8 +562,8 @@ class Pipeline:
             history = SchemaHistory(compile_plan(spec, options, self.catalog))
             topic = self.settings.topic_for(sub, spec.name) if sub else self.default_topic(spec)
             ctx = SerializationContext(topic, history.current)
-            channel = Channel(label or "", topic, history, ctx, self.serializer.cached_prefix(ctx))
-            channel.msg_header = ("mlink.msg", mtyp)
+            prefix = self.serializer.cached_prefix(ctx)
+            channel = Channel(label or "", topic, history, ctx, ("mlink.msg", mtyp), prefix)
         self._channels[ident] = channel
         return channel
 
@@ -802,7 +802,7 @@ async def run_bridge(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    parts = Parts(overflow_cap=settings.bridge_overflow_max_records)
+    parts = Parts()
     health = None
     if settings.bridge_http_port:
         # First, so that /livez answers while the broker is still being waited for.
@@ -889,13 +889,20 @@ async def _run(  # noqa: PLR0917 - run_bridge's body, split for the health serve
             for event in batch:
                 handle(event)
             if sink.overflowing >= cap:
-                parts.reading_paused = True
-                await _wait_for_room(sink, cap, connector)
-                parts.reading_paused = False
+                await paused(_wait_for_room(sink, cap, connector))
             if pipeline.held >= held_cap:
-                parts.reading_paused = True
-                await _wait_for_schemas(pipeline, held_cap, connector)
-                parts.reading_paused = False
+                why = f"{held_cap} records wait for a schema registration"
+                await paused(_pause_reading(why, still_held, connector))
+
+    def still_held() -> bool:
+        return pipeline.held >= settings.bridge_held_max_records * 0.9
+
+    async def paused(wait: Awaitable[None]) -> None:
+        parts.reading_paused = True  # /readyz says so
+        try:
+            await wait
+        finally:
+            parts.reading_paused = False
 
     pumper = asyncio.create_task(pump(), name="sink-pump")
     reader = asyncio.create_task(read(), name="mlink-reader")
@@ -960,23 +967,27 @@ async def _run(  # noqa: PLR0917 - run_bridge's body, split for the health serve
 
 
 async def _wait_for_room(sink: KafkaSink, cap: int, connector: Connector) -> None:
-    """Back-pressure for a long broker outage: stop reading MLink until the overflow map is
-    below 90% of its cap. MLink may drop a reader that stops; that is resumed like any other
-    disconnect (highwater or a fresh snapshot), so nothing is lost, only delayed."""
-    log.warning("overflow at its cap (%d records): reading from MLink paused", cap)
+    """Back-pressure for a long broker outage: stop reading until the overflow map is below
+    90% of its cap, moving records on meanwhile."""
+    why = f"the overflow map is at its cap ({cap} records)"
+    await _pause_reading(why, lambda: sink.overflowing >= cap * 0.9, connector, sink.pump)
+
+
+async def _pause_reading(
+    why: str,
+    still_full: Callable[[], bool],
+    connector: Connector,
+    step: Callable[[], object] | None = None,
+) -> None:
+    """Stop reading MLink while `still_full()`. MLink may drop a reader that stops; that is
+    resumed like any other disconnect (highwater or a fresh snapshot): delayed, not lost."""
+    log.warning("%s: reading from MLink paused", why)
     started = time.monotonic()
-    while sink.overflowing >= cap * 0.9 and not connector.stopping:
-        sink.pump()
+    while still_full() and not connector.stopping:
+        if step is not None:
+            step()
         await asyncio.sleep(0.05)
     log.warning("reading from MLink resumed after %.1fs", time.monotonic() - started)
-
-
-async def _wait_for_schemas(pipeline: Pipeline, cap: int, connector: Connector) -> None:
-    """Stop reading while `cap` records wait for a schema registration (a registry outage)."""
-    log.warning("%d records wait for a schema registration: reading from MLink paused", cap)
-    while pipeline.held >= cap * 0.9 and not connector.stopping:
-        await asyncio.sleep(0.1)
-    log.warning("reading from MLink resumed")
 
 
 async def _ensure_topics_with_retry(

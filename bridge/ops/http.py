@@ -54,7 +54,6 @@ class Parts:
     pipeline: Pipeline | None = None
     sink: KafkaSink | None = None
     connector: Connector | None = None
-    overflow_cap: int = 0
     reading_paused: bool = False  # set while the reader waits for the broker or the registry
 
 

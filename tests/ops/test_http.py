@@ -63,7 +63,7 @@ class FakeConnector:
 
 
 async def test_health_follows_the_bridge_through_its_states() -> None:
-    parts = Parts(overflow_cap=100)
+    parts = Parts()
     server = HealthServer(parts, host="127.0.0.1", port=0)
     await server.start()
     try:
