@@ -13,14 +13,13 @@ import argparse
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import websockets
 
-from bridge.embedded import free_port
+from bridge.embedded import free_port, wait_for_port
 
 TYPES = ("StockBookQuote", "StockPrint", "OptionNbboQuote")
 
@@ -70,12 +69,9 @@ def main() -> int:
         stdout=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                print("the simulator did not start", file=sys.stderr)
-                return 1
-            time.sleep(0.1)
+        if not wait_for_port(port, proc):
+            print("the simulator did not start", file=sys.stderr)
+            return 1
         for path, framed in (("/mlink/jsonf", True), ("/mlink/json", False)):
             rate, throughput = asyncio.run(
                 read(f"ws://127.0.0.1:{port}{path}", args.seconds, framed)

@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 import orjson
 
 from bridge.app import Pipeline, run_bridge
-from bridge.embedded import EmbeddedBroker, free_port
+from bridge.embedded import EmbeddedBroker, free_port, wait_for_port
 from bridge.io.connector import Connector
 from bridge.mlink.catalog import default_catalog
 from bridge.settings import load_settings
@@ -81,14 +80,8 @@ class _SimulatorProcess:
         )
         if self.cores:
             os.sched_setaffinity(self.proc.pid, self.cores)
-        deadline = time.monotonic() + 20
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    break
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("the simulator did not start")
-            time.sleep(0.1)
+        if not wait_for_port(self.port, self.proc):
+            raise RuntimeError("the simulator did not start")
 
     def url(self, path: str = "/mlink/jsonf") -> str:
         return f"ws://127.0.0.1:{self.port}{path}"

