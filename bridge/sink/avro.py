@@ -33,6 +33,7 @@ import json
 import logging
 import struct
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import Any, NamedTuple, NoReturn
 
 import fastavro
@@ -41,6 +42,12 @@ import fastavro.schema
 from bridge.errors import BridgeError
 from bridge.mlink.catalog import FLOAT_TYPES, INTEGER_TYPES
 from transforms.plan import STRING_TYPES, OutputField, RecordPlan
+
+_native: ModuleType | None
+try:
+    import bridge.sink._avro_native as _native
+except ImportError:  # not built (no C compiler where it was installed): Python alone
+    _native = None
 
 __all__ = [
     "NAMESPACE",
@@ -734,17 +741,74 @@ class _EncoderCompiler:
         return a
 
 
-def compile_encoder(schema: Mapping[str, Any]) -> Encoder:
+def _native_program(schema: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The record program the C encoder walks (see _avro_native.c): per field (name, encoded
+    default or None, kind, sub), with named types resolved."""
+    assert _native is not None
+    named: dict[str, Any] = {}
+    _collect_named(schema, schema.get("namespace"), named)
+    compiler = _EncoderCompiler(False, _Strings(), _Longs())
+    compiler.named = named
+    kinds = {
+        "double": _native.KIND_DOUBLE,
+        "long": _native.KIND_LONG,
+        "string": _native.KIND_STRING,
+        "boolean": _native.KIND_BOOLEAN,
+    }
+
+    def of_type(kind: Any, namespace: str | None) -> tuple[int, Any]:
+        kind = compiler.resolve(kind, namespace)
+        if isinstance(kind, list):
+            if len(kind) != 2 or kind[0] != "null":
+                raise TypeError(f"the native encoder supports only ['null', T] unions: {kind}")
+            return _native.KIND_NULLABLE, of_type(kind[1], namespace)
+        if isinstance(kind, Mapping):
+            if kind["type"] == "record":
+                return _native.KIND_RECORD, record(kind, namespace)
+            if kind["type"] == "array":
+                return _native.KIND_ARRAY, of_type(kind["items"], namespace)
+            kind = kind["type"]
+        if kind not in kinds:
+            raise TypeError(f"the native encoder does not support {kind!r}")
+        return kinds[kind], None
+
+    def record(kind: Mapping[str, Any], namespace: str | None) -> tuple[Any, ...]:
+        namespace = kind.get("namespace", namespace)
+        return tuple(
+            (f["name"], compiler.default_bytes(f, namespace), *of_type(f["type"], namespace))
+            for f in kind["fields"]
+        )
+
+    return record(schema, None)
+
+
+def compile_encoder(schema: Mapping[str, Any], native: bool | None = None) -> Encoder:
     """A function (value, prefix=b"") -> prefix + Avro binary body of `value` under `schema`.
 
     Byte for byte what fastavro.schemaless_writer writes for valid values; raises
     SchemaMismatch naming the field for a value that does not fit.
 
-    A dict whose keys (in order) were seen a few times before is encoded by a function compiled
-    for exactly those keys (at most _MAX_SHAPES per schema); any other value by the generic
-    one. Both write the same bytes and raise the same errors."""
+    With the C extension (`native`, the default when it is built), values of plain dicts,
+    lists, str, int, float, bool and None are encoded in C; anything else (and every value the
+    schema refuses) goes to the careful Python encoder, which writes it or names the field.
+
+    In Python, a dict whose keys (in order) were seen a few times before is encoded by a
+    function compiled for exactly those keys (at most _MAX_SHAPES per schema); any other value
+    by the generic one. Both write the same bytes and raise the same errors."""
     strings, longs = _Strings(), _Longs()
     careful = _EncoderCompiler(True, strings, longs).compile(schema)
+    if native is None:
+        native = _native is not None
+    if native:
+        if _native is None:
+            raise RuntimeError("the native Avro encoder is not built")
+        program, fast = _native_program(schema), _native.encode
+
+        def encode_native(value: Mapping[str, Any], prefix: bytes = b"") -> bytes:
+            out = fast(program, value, prefix)
+            return careful(value, prefix) if out is None else out
+
+        return encode_native
     generic = _EncoderCompiler(False, strings, longs).compile(schema, careful)
     # MLink leaves defaults out, so a stream's dicts come in a few shapes (sets of keys, in
     # the order of the wire): each frequent one gets an encoder of its own.

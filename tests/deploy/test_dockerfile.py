@@ -105,9 +105,16 @@ def test_hadolint_would_catch_a_bad_dockerfile() -> None:
 def test_multi_stage_on_a_pinned_slim_base() -> None:
     builder, *_, final = stages()
     assert builder.name == "builder"
-    assert BASE.match(builder.base), builder.base
+    # The builder is the full image of the same Python (it compiles the C extension).
+    assert BASE.match(builder.base.replace("-bookworm", "-slim-bookworm")), builder.base
     assert BASE.match(final.base), final.base
+    assert builder.base.replace("-bookworm", "-slim-bookworm") == final.base
     assert final.name is None or final.name != "builder"
+
+
+def test_the_builder_fails_without_the_c_extension() -> None:
+    run = " ".join(stages()[0].all("RUN"))
+    assert 'python -c "import bridge.sink._avro_native"' in run
 
 
 def test_final_stage_copies_only_the_venv_from_the_builder() -> None:

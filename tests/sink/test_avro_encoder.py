@@ -8,12 +8,17 @@
 - shapes: encoders compiled for one set of present keys (in dict order), with the absent
   fields' defaults as constant bytes, must agree with the generic encoder on every value,
   including values that it refuses.
+
+Every test runs twice: with the Python encoder alone, and with the C extension in front of it
+(values the C code does not take, refusals among them, go to the Python encoder).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
+from collections.abc import Iterator
 from types import MappingProxyType
 from typing import Any
 
@@ -23,6 +28,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.mlink.catalog import default_catalog
+from bridge.sink import avro
 from bridge.sink.avro import _SHAPE_AFTER, SchemaHistory, SchemaMismatch, WriterSchema
 from transforms import TransformOptions, compile_plan
 
@@ -56,13 +62,42 @@ def history(name: str) -> SchemaHistory:
     return SchemaHistory(compile_plan(spec, TransformOptions(), CAT))
 
 
+@pytest.fixture(scope="module", autouse=True, params=["python", "native"])
+def implementation(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The encoder under test: WriterSchemas made while it is active use it."""
+    built = avro._native
+    if request.param == "native" and built is None:
+        pytest.fail("the C extension bridge.sink._avro_native is not built")
+    avro._native = built if request.param == "native" else None
+    yield request.param
+    avro._native = built
+
+
 def writer(name: str) -> WriterSchema:
+    """A fresh writer schema (its encoder has seen no shapes yet)."""
     return history(name).current
 
 
-BOOK = writer("StockBookQuote")
-QUOTE = writer("OptionNbboQuote")
-IMPLIED = writer("LiveImpliedQuote")
+@functools.cache
+def _shared(name: str, native: bool) -> WriterSchema:
+    return writer(name)
+
+
+def shared(name: str) -> WriterSchema:
+    """One writer schema per type and implementation, shared by the tests (shapes accumulate)."""
+    return _shared(name, avro._native is not None)
+
+
+def book() -> WriterSchema:
+    return shared("StockBookQuote")
+
+
+def quote() -> WriterSchema:
+    return shared("OptionNbboQuote")
+
+
+def implied() -> WriterSchema:
+    return shared("LiveImpliedQuote")
 
 
 def defaults(w: WriterSchema) -> dict[str, Any]:
@@ -98,7 +133,7 @@ def refusal(w: WriterSchema, value: dict[str, Any]) -> str | None:
 def test_longs_encode_like_fastavro(numbers: list[int]) -> None:
     names = ("bidSize1", "bidMask1", "askSize2", "askMask2", "srcTimestamp", "netTimestamp")
     value: dict[str, Any] = {"pkey": {"ticker": AAPL}, **dict(zip(names, numbers, strict=True))}
-    assert encode_repeatedly(BOOK, value) == fastavro_bytes(BOOK, value)
+    assert encode_repeatedly(book(), value) == fastavro_bytes(book(), value)
 
 
 @given(st.sampled_from([2**63, -(2**63) - 1, 2**64, -(2**100)]))
@@ -106,13 +141,13 @@ def test_longs_out_of_range_are_refused_by_name(number: int) -> None:
     value = {"pkey": {"ticker": AAPL}, "srcTimestamp": number}
     for _ in range(_SHAPE_AFTER + 2):
         with pytest.raises(SchemaMismatch, match=r"StockBookQuote\.srcTimestamp: .* does not fit"):
-            BOOK.encode(dict(value))
+            book().encode(dict(value))
 
 
 @given(st.text(), st.text(min_size=65, max_size=200), st.sampled_from(["IEX", "é€𝄞", ""]))
 def test_strings_encode_like_fastavro(symbol: str, long_text: str, venue: str) -> None:
     value = {"pkey": {"ticker": {**AAPL, "tk": symbol}}, "bidExch1": venue, "askExch1": long_text}
-    assert encode_repeatedly(BOOK, value) == fastavro_bytes(BOOK, value)
+    assert encode_repeatedly(book(), value) == fastavro_bytes(book(), value)
 
 
 @given(
@@ -127,7 +162,7 @@ def test_double_runs_encode_like_fastavro(doubles: list[Any]) -> None:
     value: dict[str, Any] = {"pkey": {"okey": MSFT_580_C}}
     value.update({n: d for n, d in zip(names, doubles, strict=True) if d != "absent"})
     expected = {k: float(v) if isinstance(v, int) and k != "pkey" else v for k, v in value.items()}
-    assert encode_repeatedly(IMPLIED, value) == fastavro_bytes(IMPLIED, expected)
+    assert encode_repeatedly(implied(), value) == fastavro_bytes(implied(), expected)
 
 
 @given(st.integers(0, 7), st.sampled_from([math.nan, math.inf, -math.inf]), st.booleans())
@@ -135,9 +170,9 @@ def test_a_non_finite_double_is_named_in_any_shape(where: int, bad: float, warm:
     names = ("uPrc", "years", "rate", "sdiv", "oBid", "oAsk", "oBidIv", "sMark")
     value: dict[str, Any] = {"pkey": {"okey": MSFT_580_C}, **dict.fromkeys(names, 1.5)}
     if warm:  # the shape has its own encoder by now
-        encode_repeatedly(IMPLIED, value)
+        encode_repeatedly(implied(), value)
     value[names[where]] = bad
-    message = refusal(IMPLIED, value)
+    message = refusal(implied(), value)
     assert message is not None
     assert message.startswith(f"mlink.LiveImpliedQuote.{names[where]}: ")
     assert "NaN or infinity" in message
@@ -170,7 +205,7 @@ def test_every_shape_encodes_like_fastavro(
     value: dict[str, Any] = {name: values[name] for name in order[:keep]}
     value.update(dict.fromkeys(nulls & set(value)))  # JSON nulls: the default, as when omitted
     value["pkey"] = {"okey": MSFT_580_C}  # last: the shapes do not assume where pkey is
-    assert encode_repeatedly(QUOTE, value) == fastavro_bytes(QUOTE, value)
+    assert encode_repeatedly(quote(), value) == fastavro_bytes(quote(), value)
 
 
 WRONG = [
@@ -191,26 +226,26 @@ def test_a_shape_refuses_what_the_generic_encoder_refuses(
 ) -> None:
     good: dict[str, Any] = {"pkey": {"okey": MSFT_580_C}, "bidPrice": 1.0, "bidSize": 3}
     good.update({"bidExch": "CBOE", "askMktType": "Regular", "srcTimestamp": 2**60})
-    encode_repeatedly(QUOTE, good)  # the shape now has its own encoder
+    encode_repeatedly(quote(), good)  # the shape now has its own encoder
     value = {**good, field: bad}
     assert tuple(value) == tuple(good)  # same keys, same order: the specialized encoder runs
-    assert refusal(QUOTE, value) == refusal(writer("OptionNbboQuote"), value)  # fresh: generic
-    assert message in (refusal(QUOTE, value) or "")
-    assert f"OptionNbboQuote.{field}" in (refusal(QUOTE, value) or "")
+    assert refusal(quote(), value) == refusal(writer("OptionNbboQuote"), value)  # fresh: generic
+    assert message in (refusal(quote(), value) or "")
+    assert f"OptionNbboQuote.{field}" in (refusal(quote(), value) or "")
 
 
 def test_a_shape_without_the_key_is_refused() -> None:
     value = {"bidPrice": 1.0}
     for _ in range(_SHAPE_AFTER + 2):
         with pytest.raises(SchemaMismatch, match="pkey: required record is missing"):
-            QUOTE.encode(dict(value))
+            quote().encode(dict(value))
 
 
 def test_extra_keys_and_non_dict_mappings_encode_the_same() -> None:
     value = {"pkey": {"ticker": AAPL}, "bidPrice1": 2.5, "notInTheSchema": [1, 2]}
-    expected = fastavro_bytes(BOOK, {"pkey": {"ticker": AAPL}, "bidPrice1": 2.5})
-    assert encode_repeatedly(BOOK, value) == expected
-    assert BOOK.encode(MappingProxyType(value)) == expected
+    expected = fastavro_bytes(book(), {"pkey": {"ticker": AAPL}, "bidPrice1": 2.5})
+    assert encode_repeatedly(book(), value) == expected
+    assert book().encode(MappingProxyType(value)) == expected
 
 
 def test_nullable_and_array_fields_in_shapes() -> None:
@@ -263,3 +298,8 @@ def test_a_shape_without_the_field_that_defines_a_named_type_still_encodes() -> 
         "eMoveEKey2": {"at": "EQT", "ts": "NMS", "tk": "AAPL", "dt": "2024-10-18"},
     }
     assert encode_repeatedly(w, value) == fastavro_bytes(w, value)
+
+
+def test_the_encoder_under_test_is_the_one_named(implementation: str) -> None:
+    encode = writer("StockBookQuote").encode
+    assert (encode.__name__ == "encode_native") == (implementation == "native")
