@@ -1,4 +1,5 @@
-"""How fast one core turns MLink records into Avro: `RecordPlan.apply` + `WriterSchema.encode`.
+"""How fast one core turns MLink records into Avro: `RecordPlan.apply` + `WriterSchema.encode`,
+and the bridge's own path with the C extension: the key, then `WriterSchema.encode_wire`.
 
 Records come from the simulator's `Market` (the default types unless `--types`), as JSON bodies
 parsed with orjson the way the bridge receives them. They are parsed in chunks outside the timed
@@ -8,9 +9,10 @@ fastavro.schemaless_writer (the reference the compiled encoder is tested against
 
     .venv/bin/python benchmarks/transform_encode.py [--records 60000] [--chunk 500] [--types ...]
 
-Reports records/s for apply alone, encode alone, both, and both through the single-object
-serializer (the framing a registry-less bridge writes), plus the time of `sum(range(1000))` on
-this machine, so that numbers from different machines can be compared.
+Reports records/s for apply alone, encode alone, both, the C wire path (key + encode_wire, what
+the bridge runs per live record), and apply+encode through the single-object serializer (the
+framing a registry-less bridge writes), plus the time of `sum(range(1000))` on this machine, so
+that numbers from different machines can be compared.
 """
 
 from __future__ import annotations
@@ -113,6 +115,16 @@ def main() -> int:
         for name, h in histories.items()
     }
 
+    wires = {h.plan.apply: (h.plan.key_of, h.current.encode_wire) for h in histories.values()}
+
+    def wire_path(batch: Work) -> None:
+        # What the bridge does per live record with the C extension: check the key, then
+        # normalize + encode in one call (the Python path above is its fallback).
+        for apply, _, message in batch:
+            key_of, encode_wire = wires[apply]
+            key_of(message).encode()
+            encode_wire(message, b"")  # type: ignore[misc]
+
     def both_framed(batch: Work) -> None:
         for apply, _, message in batch:
             single_object(apply(message).value, contexts[apply])
@@ -135,6 +147,10 @@ def main() -> int:
         "apply+serializer": both_framed,
         "apply+fastavro": both_fastavro,
     }
+    if all(wire for _, wire in wires.values()):
+        works["key+wire (C)"] = wire_path
+    else:
+        print("the C extension is not built: no key+wire (C) line")
     results = timed(bodies, args.chunk, args.rounds, works, functions)
     yardsticks = [before, reference_us()]
     encode_only = results["apply+encode"] - results["apply"]

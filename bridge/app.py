@@ -333,8 +333,29 @@ class Pipeline:
         src_ns: int | None = None
         arriving = held is None
         try:
-            plan = channel.history.plan
-            if record.deleted or channel.held is not None:
+            history = channel.history
+            plan = history.plan
+            schema = channel.ctx.schema
+            wire = schema.encode_wire
+            prefix = channel.prefix
+            # The common case in one C call: a live value whose fields the plan all knows, for
+            # the schema in use. None from it means the Python path below decides.
+            if (
+                wire is not None
+                and prefix is not None
+                and channel.held is None
+                and not record.deleted
+                and history.current is schema
+                and plan.known.issuperset(message)
+            ):
+                key = plan.key_of(message).encode()
+                value = wire(message, prefix)
+            if value is not None:
+                if arriving and event.snapshot and channel.snapshot_keys is not None:
+                    channel.snapshot_keys.add(key)
+                src = message.get(plan.src_field) if plan.src_field else None
+                src_ns = src if src.__class__ is int else None
+            elif record.deleted or channel.held is not None:
                 key = plan.key_of(message).encode()
                 if arriving and event.snapshot and channel.snapshot_keys is not None:
                     channel.snapshot_keys.add(key)

@@ -216,11 +216,18 @@ def transform_encode(count: int = 60_000) -> Result:
     }
     started = time.perf_counter()
     for name, message in messages:
+        # As the bridge does: the key and the value in one C call when it can, else in Python.
         history = histories[name]
+        encode_wire = history.current.encode_wire
+        if encode_wire is not None:
+            history.plan.key_of(message).encode()
+            if encode_wire(message, b"") is not None:
+                continue
         record = history.plan.apply(message)
         history.current.encode(record.value, b"")
     elapsed = time.perf_counter() - started
-    return Result("transform + Avro encode stage (one core)", count / elapsed)
+    how = "C" if all(h.current.encode_wire for h in histories.values()) else "Python"
+    return Result(f"transform + Avro encode stage ({how}, one core)", count / elapsed)
 
 
 def pin_processes() -> str:
@@ -265,6 +272,6 @@ async def run_bench(seconds: float, rate: float, pin: bool = True) -> int:
     ceiling = min(results[1].rate, results[2].rate)
     print(
         f"\nbridge / lower ceiling = {results[3].rate / ceiling:.0%} "
-        f"(target >= 60%); transform+encode target >= 150k/s on a typical laptop"
+        f"(target >= 60%); transform+encode target >= 150k/s on one core"
     )
     return 0

@@ -17,6 +17,7 @@ from bridge.io.policy import Failure
 from bridge.mlink.catalog import default_catalog
 from bridge.mlink.session import MLinkSession, Subscription
 from bridge.settings import load_settings
+from bridge.sink import avro
 from bridge.sink.avro import SchemaHistory
 from bridge.sink.kafka import OutRecord
 from bridge.sink.serialization import (
@@ -402,3 +403,35 @@ def test_a_snapshot_released_after_its_connection_went_down_is_not_announced_liv
     rig.fire_timers()
     assert len(rig.sink.on("books")) == 1  # the records still go out ...
     assert statuses(rig)[-1] == ("b", "down")  # ... but the subscription is not live
+
+
+def test_the_c_path_and_the_python_path_send_the_same_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Live records take one C call (key checked, fields known); everything else, and every
+    record without the C extension, takes the Python path. Both send the same records and
+    dead letters, for good values, odd ones, unknown fields and deletes."""
+    feed = [
+        book("AAPL", 1.5, bidSize1=3, srcTimestamp=1_726_000_000_000_000_001),
+        book("MSFT", 2, askPrice1="2.5"),  # refused: text in a double
+        book("IBM", 1.0, bidSize1=True),  # refused: a bool in a long
+        book("AAPL", 1.75, brandNew=7),  # an unknown field: a new version
+        book("AAPL", 1.8, bidSize1=2**63),  # refused: beyond a long
+        deleted("MSFT"),
+        msg("StockBookQuote", {"pkey": {"ticker": "AAPL"}, "bidPrice1": 1.0}),  # a bad key
+        book("IBM", 3.25, srcTimestamp="late"),  # refused: text in a long
+    ]
+    outcomes = []
+    for native in (avro._native, None):
+        monkeypatch.setattr(avro, "_native", native)
+        rig = Rig([{"msgName": "StockBookQuote", "activeLatency": 0}])
+        rig.feed([ADMIN, ACK, BEGIN, COMPLETE, *feed])
+        outcomes.append(
+            [
+                (r.topic, r.key, r.value, [h for h in r.headers or [] if h[0] != "bridge.recv_ns"])
+                for r in rig.sink.records
+            ]
+        )
+    assert avro._native is None  # the second run had no C
+    assert outcomes[0] == outcomes[1]
+    assert len(outcomes[0]) >= len(feed)

@@ -270,6 +270,7 @@ class RecordPlan:
             | ignored
         )
         self._key = compile_key(spec)
+        self.datetime_parser = DateTimeParser()  # MLink DateTime text -> int ns, as apply does
         self.source, self.apply = self._compile()
 
     def key_of(self, message: Mapping[str, Any]) -> str:
@@ -323,7 +324,7 @@ class RecordPlan:
 
     def _compile(self) -> tuple[str, Callable[[Mapping[str, Any]], NormalizedRecord]]:
         """Generate `apply`: gather the output fields, then convert only what needs it."""
-        parse = DateTimeParser()
+        parse = self.datetime_parser
         gen = _Codegen()
         gen.namespace.update(
             KEY=self._key,

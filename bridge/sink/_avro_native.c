@@ -7,7 +7,8 @@
  *   default  the encoded bytes of the field's default (bytes), or None when it has none;
  *   kind     one of the KIND_* numbers below;
  *   sub      RECORD: the nested record program; ARRAY and NULLABLE: the item or branch type as
- *            a tuple (kind, sub); otherwise None.
+ *            a tuple (kind, sub); DATETIME: the function that turns MLink's DateTime text into
+ *            int ns (a long otherwise); otherwise None.
  *
  * It writes exactly the bytes of bridge.sink.avro's Python encoder, and so of
  * fastavro.schemaless_writer, for the values it takes: exact dicts, lists, str, int (not bool),
@@ -16,6 +17,10 @@
  * UTF-8 ...) makes it return None: the caller then runs the Python encoder, which either writes
  * the value (a tuple for an array, say) or raises SchemaMismatch naming the field. Only
  * MemoryError (and a bad program, which is a bug) raise here.
+ *
+ * Programs built from a record plan (`_wire_program`) read the MLink wire body itself: fields
+ * under their wire names, DateTime text parsed on the way. They stand for the plan's `apply`
+ * followed by the encoder, for bodies whose every field the plan knows.
  *
  * A field that is omitted or None takes its default, as in the Python encoder; None in a
  * nullable field is the null branch.
@@ -28,7 +33,7 @@
 #include <string.h>
 
 enum { KIND_DOUBLE = 0, KIND_LONG, KIND_STRING, KIND_BOOLEAN, KIND_RECORD, KIND_ARRAY,
-       KIND_NULLABLE };
+       KIND_NULLABLE, KIND_DATETIME };
 
 /* Outcome of encoding one value. */
 enum { OK = 0, FALLBACK = 1, ERROR = -1 };
@@ -138,6 +143,24 @@ static int encode_long(Buffer *b, PyObject *value) {
     return write_long(b, (int64_t)n);
 }
 
+/* A long, or DateTime text turned into one by `parse` (whose errors mean: use Python). */
+static int encode_datetime(Buffer *b, PyObject *parse, PyObject *value) {
+    if (!PyUnicode_CheckExact(value)) {
+        return encode_long(b, value);
+    }
+    PyObject *ns = PyObject_CallOneArg(parse, value);
+    if (ns == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return ERROR; /* KeyboardInterrupt and the like are not ours to swallow */
+        }
+        PyErr_Clear();
+        return FALLBACK;
+    }
+    int outcome = encode_long(b, ns);
+    Py_DECREF(ns);
+    return outcome;
+}
+
 static int encode_string(Buffer *b, PyObject *value) {
     if (!PyUnicode_CheckExact(value)) {
         return FALLBACK;
@@ -237,6 +260,8 @@ static int encode_value(Buffer *b, long kind, PyObject *sub, PyObject *value) {
             return write_bytes(b, "\0", 1); /* an empty array, as in Python */
         }
         return encode_array(b, sub, value);
+    case KIND_DATETIME:
+        return encode_datetime(b, sub, value);
     case KIND_NULLABLE:
         if (value == Py_None) {
             return write_bytes(b, "\0", 1);
@@ -303,7 +328,8 @@ PyMODINIT_FUNC PyInit__avro_native(void) {
         PyModule_AddIntConstant(m, "KIND_BOOLEAN", KIND_BOOLEAN) < 0 ||
         PyModule_AddIntConstant(m, "KIND_RECORD", KIND_RECORD) < 0 ||
         PyModule_AddIntConstant(m, "KIND_ARRAY", KIND_ARRAY) < 0 ||
-        PyModule_AddIntConstant(m, "KIND_NULLABLE", KIND_NULLABLE) < 0) {
+        PyModule_AddIntConstant(m, "KIND_NULLABLE", KIND_NULLABLE) < 0 ||
+        PyModule_AddIntConstant(m, "KIND_DATETIME", KIND_DATETIME) < 0) {
         Py_DECREF(m);
         return NULL;
     }

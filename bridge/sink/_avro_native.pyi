@@ -8,5 +8,6 @@ KIND_BOOLEAN: int
 KIND_RECORD: int
 KIND_ARRAY: int
 KIND_NULLABLE: int
+KIND_DATETIME: int
 
 def encode(program: tuple[Any, ...], value: Any, prefix: bytes, /) -> bytes | None: ...

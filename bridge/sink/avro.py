@@ -29,6 +29,7 @@ None gets its default, as MLink leaves defaults out.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import struct
@@ -57,6 +58,7 @@ __all__ = [
     "avro_schema",
     "canonical_form",
     "compile_encoder",
+    "compile_wire_encoder",
     "fingerprint",
 ]
 
@@ -741,9 +743,13 @@ class _EncoderCompiler:
         return a
 
 
-def _native_program(schema: Mapping[str, Any]) -> tuple[Any, ...]:
+def _native_program(schema: Mapping[str, Any], plan: RecordPlan | None = None) -> tuple[Any, ...]:
     """The record program the C encoder walks (see _avro_native.c): per field (name, encoded
-    default or None, kind, sub), with named types resolved."""
+    default or None, kind, sub), with named types resolved.
+
+    With the `plan` that normalizes the schema's values, a program for the wire body instead:
+    fields under their wire names, DateTime text parsed as the plan parses it (see
+    `compile_wire_encoder`)."""
     assert _native is not None
     named: dict[str, Any] = {}
     _collect_named(schema, schema.get("namespace"), named)
@@ -755,8 +761,9 @@ def _native_program(schema: Mapping[str, Any]) -> tuple[Any, ...]:
         "string": _native.KIND_STRING,
         "boolean": _native.KIND_BOOLEAN,
     }
+    Outputs = Mapping[str, OutputField] | None
 
-    def of_type(kind: Any, namespace: str | None) -> tuple[int, Any]:
+    def of_type(kind: Any, namespace: str | None, outs: Outputs = None) -> tuple[int, Any]:
         kind = compiler.resolve(kind, namespace)
         if isinstance(kind, list):
             if len(kind) != 2 or kind[0] != "null":
@@ -764,22 +771,53 @@ def _native_program(schema: Mapping[str, Any]) -> tuple[Any, ...]:
             return _native.KIND_NULLABLE, of_type(kind[1], namespace)
         if isinstance(kind, Mapping):
             if kind["type"] == "record":
-                return _native.KIND_RECORD, record(kind, namespace)
+                return _native.KIND_RECORD, record(kind, namespace, outs)
             if kind["type"] == "array":
-                return _native.KIND_ARRAY, of_type(kind["items"], namespace)
+                return _native.KIND_ARRAY, of_type(kind["items"], namespace, outs)
             kind = kind["type"]
         if kind not in kinds:
             raise TypeError(f"the native encoder does not support {kind!r}")
         return kinds[kind], None
 
-    def record(kind: Mapping[str, Any], namespace: str | None) -> tuple[Any, ...]:
+    def record(kind: Mapping[str, Any], namespace: str | None, outs: Outputs) -> tuple[Any, ...]:
         namespace = kind.get("namespace", namespace)
-        return tuple(
-            (f["name"], compiler.default_bytes(f, namespace), *of_type(f["type"], namespace))
-            for f in kind["fields"]
-        )
+        fields = []
+        for f in kind["fields"]:
+            default = compiler.default_bytes(f, namespace)
+            out = outs.get(f["name"]) if outs is not None else None
+            if out is None:
+                inner = key_outputs if plan is not None and outs is top else None
+                fields.append((f["name"], default, *of_type(f["type"], namespace, inner)))
+            elif out.spec.type == "DateTime":
+                fields.append((out.source, default, _native.KIND_DATETIME, parse))
+            else:
+                members = {m.name: m for m in out.members} if out.members else None
+                fields.append((out.source, default, *of_type(f["type"], namespace, members)))
+        return tuple(fields)
 
-    return record(schema, None)
+    if plan is None:
+        return record(schema, None, None)
+    top = {out.name: out for out in plan.output_fields}
+    key_outputs = {out.name: out for out in plan.key_fields}
+    parse = plan.datetime_parser
+    return record(schema, None, top)
+
+
+WireEncoder = Callable[[Mapping[str, Any], bytes], bytes | None]
+
+
+def compile_wire_encoder(schema: Mapping[str, Any], plan: RecordPlan) -> WireEncoder | None:
+    """`plan.apply` and the encoder in one step, in C: (wire body, prefix) -> prefix + Avro
+    bytes of the normalized value, or None when the Python path must decide (a value to convert
+    or refuse, DateTime text the plan cannot parse). Only for bodies whose fields the plan all
+    knows (`plan.known.issuperset(body)`) and whose key it has checked (`plan.key_of`).
+
+    None without the C extension, or for a plan with fields it does not cover (nested values
+    kept as JSON text)."""
+    if _native is None or any(out.spec.type == "json" for out in plan.output_fields):
+        return None
+    encode_wire: WireEncoder = functools.partial(_native.encode, _native_program(schema, plan))
+    return encode_wire
 
 
 def compile_encoder(schema: Mapping[str, Any], native: bool | None = None) -> Encoder:
@@ -852,12 +890,14 @@ class WriterSchema:
 
     `json` is the schema text to register or publish; `fingerprint` its CRC-64-AVRO fingerprint
     in hex, `fingerprint_bytes` the 8 bytes single-object encoding writes; `parsed` the fastavro
-    form (for readers); `plan` the record plan whose values it encodes.
+    form (for readers); `plan` the record plan whose values it encodes; `encode_wire` that
+    plan's `apply` and `encode` in one C call, or None (see compile_wire_encoder).
     """
 
     __slots__ = (
         "canonical",
         "encode",
+        "encode_wire",
         "fingerprint",
         "fingerprint_bytes",
         "json",
@@ -879,6 +919,8 @@ class WriterSchema:
         self.fingerprint = fingerprint(schema)
         self.fingerprint_bytes = bytes.fromhex(self.fingerprint)
         self.encode: Encoder = compile_encoder(schema)
+        # The wire body straight to bytes, for the bridge's hot path (None without C).
+        self.encode_wire = compile_wire_encoder(schema, plan)
 
     def __repr__(self) -> str:
         return f"WriterSchema({self.name} v{self.version} {self.fingerprint})"

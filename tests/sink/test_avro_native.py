@@ -18,11 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.errors import KeyFormatError
 from bridge.mlink.catalog import default_catalog
 from bridge.simulator.market import Market
 from bridge.sink import avro
 from bridge.sink.avro import SchemaHistory, SchemaMismatch, WriterSchema, compile_encoder
-from transforms import TransformOptions, compile_plan
+from transforms import TransformError, TransformOptions, compile_plan
 
 CAT = default_catalog()
 WRITERS: dict[str, WriterSchema] = {
@@ -139,3 +140,113 @@ def with_defaults(w: WriterSchema, value: dict[str, Any]) -> dict[str, Any]:
     full = {f["name"]: f["default"] for f in w.schema["fields"] if "default" in f}
     full.update({k: v for k, v in value.items() if v is not None})
     return full
+
+
+# --- the wire path: plan.apply + encode in one C call
+
+
+WIRE_ODD = st.sampled_from(
+    [None, True, 1, -(2**64), 2.5, math.nan, "", "x", "2024-09-13 14:30:00.123456", "bad", {}, []]
+)
+
+
+@st.composite
+def wire_bodies(draw: st.DrawFn, name: str) -> dict[str, Any]:
+    """A simulator body of type `name`, some of its fields replaced by odd values."""
+    market = Market(CAT, msg_names=[name], tickers=3, seed=draw(st.integers(0, 2**16)))
+    body = None
+    while body is None:
+        obj = market.step()
+        body = None if obj.deleted else dict(obj.message)
+    for field in draw(st.lists(st.sampled_from(sorted(body)), max_size=3)):
+        body[field] = draw(WIRE_ODD)
+    if draw(st.booleans()):
+        body.pop(draw(st.sampled_from(sorted(body))))
+    return body
+
+
+def slow_path(w: WriterSchema, body: dict[str, Any], prefix: bytes) -> bytes | str:
+    try:
+        record = w.plan.apply(body)
+        return w.encode(record.value, prefix)
+    except (SchemaMismatch, TransformError, KeyFormatError) as exc:
+        return f"refused: {type(exc).__name__}"
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+@settings(max_examples=40)
+@given(data=st.data())
+def test_the_wire_path_writes_what_apply_and_encode_write(name: str, data: st.DataObject) -> None:
+    """Bytes from the wire path are the Python path's bytes; a body that path refuses never
+    gets bytes from the C path (it answers None, and the Python path decides)."""
+    w = WRITERS[name]
+    assert w.encode_wire is not None
+    body = data.draw(wire_bodies(name))
+    prefix = b"\xc3\x01" + bytes(8)
+    expected = slow_path(w, body, prefix)
+    try:
+        w.plan.key_of(body)
+    except KeyFormatError:
+        assert expected == "refused: KeyFormatError"
+        return
+    got = w.encode_wire(body, prefix)
+    if got is not None:
+        assert got == expected
+
+
+def test_the_wire_path_takes_the_simulators_bodies_itself() -> None:
+    market = Market(CAT, msg_names=[spec.name for spec in CAT], tickers=5)
+    taken = 0
+    for _ in range(3000):
+        obj = market.step()
+        if obj.deleted:
+            continue
+        w = WRITERS[obj.msg_name]
+        assert w.encode_wire is not None
+        got = w.encode_wire(obj.message, b"")
+        assert got is not None, obj.msg_name
+        assert got == w.encode(w.plan.apply(obj.message).value), obj.msg_name
+        taken += 1
+    assert taken > 2000
+
+
+def test_datetime_text_is_parsed_on_the_wire_path() -> None:
+    datetimes = [
+        (spec.name, f.name)
+        for spec in CAT
+        for f in spec.value_fields
+        if f.type == "DateTime" and spec.name in WRITERS
+    ]
+    assert datetimes, "the catalog has DateTime fields"
+    for name, field in datetimes[:10]:
+        w = WRITERS[name]
+        assert w.encode_wire is not None
+        market = Market(CAT, msg_names=[name], tickers=3)
+        obj = market.step()
+        while obj.deleted:
+            obj = market.step()
+        body = {**obj.message, field: "2024-09-13 14:30:00.123456"}
+        expected = w.encode(w.plan.apply(body).value)
+        assert w.encode_wire(body, b"") == expected
+        assert w.encode_wire({**body, field: "2024-13-45 99:00:00"}, b"") is None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        TransformOptions(rename={"bidPrice": "bid", "askPrice": "ask"}),
+        TransformOptions(view=("bidPrice", "srcTimestamp"), rename={"bidPrice": "askPrice"}),
+        TransformOptions(drop=("askPrice", "bidSize"), rename={"bidPrice": "askPrice"}),
+    ],
+)
+def test_the_wire_path_follows_view_rename_and_drop(options: TransformOptions) -> None:
+    spec = CAT.get("OptionNbboQuote")
+    assert spec is not None
+    w = SchemaHistory(compile_plan(spec, options, CAT)).current
+    assert w.encode_wire is not None
+    market = Market(CAT, msg_names=["OptionNbboQuote"], tickers=3)
+    for _ in range(200):
+        obj = market.step()
+        if not obj.deleted:
+            body = obj.message
+            assert w.encode_wire(body, b"") == w.encode(w.plan.apply(body).value)
