@@ -14,6 +14,7 @@ where the absolute numbers do not (shared CI machines are noisy):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -44,11 +45,14 @@ class Result:
     rate: float
     p50_ms: float | None = None
     p99_ms: float | None = None
+    cpu: float | None = None  # the bridge process's CPU use, in cores
 
     def line(self) -> str:
         latency = ""
         if self.p50_ms is not None:
             latency = f"   p50 <= {self.p50_ms:g} ms, p99 <= {self.p99_ms:g} ms"
+        if self.cpu is not None:
+            latency += f", {self.cpu:.0%} of a core"
         return f"{self.name:<42} {self.rate:>10,.0f} records/s{latency}"
 
 
@@ -181,7 +185,7 @@ async def bridge(
             sink = parts[0][1]
             await asyncio.sleep(1.0)  # past the snapshot's deliveries
             delivered, latency = _window(sink.stats)
-            started = time.monotonic()
+            started, cpu = time.monotonic(), time.process_time()
             await asyncio.sleep(seconds)
             elapsed = time.monotonic() - started
             counts = [b - a for a, b in zip(latency, sink.stats.latency_ms, strict=True)]
@@ -191,6 +195,7 @@ async def bridge(
                     (sink.stats.delivered - delivered) / elapsed,
                     histogram_quantile(counts, 0.5),
                     histogram_quantile(counts, 0.99),
+                    (time.process_time() - cpu) / elapsed,
                 )
             )
             stop.set()
@@ -231,17 +236,26 @@ def transform_encode(count: int = 60_000) -> Result:
 
 
 def pin_processes() -> str:
-    """With two cores or more: the simulator on the first, everything else (this process's
-    threads, librdkafka's, and the broker started after this) on the rest. The bridge and
-    both ceilings then get the same share of the machine instead of fighting the simulator."""
+    """With two cores or more: the simulator and the broker on the first, this process (the
+    raw reader, the raw producer or the bridge, with librdkafka's threads) on the rest. Each
+    of the three then has the same cores to itself, as a bridge has in a deployment where
+    Kafka runs elsewhere; the bridge's lines say how much CPU it used."""
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         return "not pinned: one core"
     _SimulatorProcess.cores = {cores[0]}
     os.sched_setaffinity(0, set(cores[1:]))  # threads and processes started later inherit it
     return (
-        f"pinned: simulator on core {cores[0]}; reader or bridge, producer, broker on {cores[1:]}"
+        f"pinned: simulator and broker on core {cores[0]}; "
+        f"reader, producer or bridge on {cores[1:]}"
     )
+
+
+def pin_threads(pid: int, cores: set[int]) -> None:
+    """Every thread of a running process (its later threads inherit it)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task), cores)
 
 
 async def run_bench(seconds: float, rate: float, pin: bool = True) -> int:
@@ -257,6 +271,8 @@ async def run_bench(seconds: float, rate: float, pin: bool = True) -> int:
     results.append(await raw_websocket(seconds, rate))
     print(results[-1].line(), flush=True)
     with EmbeddedBroker() as broker:
+        if pin and _SimulatorProcess.cores and broker.pid is not None:
+            pin_threads(broker.pid, _SimulatorProcess.cores)
         results.append(await asyncio.to_thread(raw_produce, broker.bootstrap, 100_000))
         print(results[-1].line(), flush=True)
         results.append(await bridge(broker.bootstrap, seconds, rate, "bridge: simulator -> Kafka"))

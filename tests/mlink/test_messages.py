@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.errors import MessageError
 from bridge.mlink.framing import WireForm, iter_frames
 from bridge.mlink.messages import (
+    CONTROL_TYPES,
     Ack,
     AdminMessage,
     CheckPoint,
@@ -19,6 +24,7 @@ from bridge.mlink.messages import (
     QueryType,
     encode_request,
     format_stamp,
+    parse_data_record,
     parse_message,
     parse_stamp,
 )
@@ -189,4 +195,47 @@ def test_parse_data_record_keeps_the_raw_body() -> None:
 )
 def test_unreadable_messages_have_named_reasons(body: bytes, reason: str) -> None:
     with pytest.raises(MessageError, match=reason):
+        parse_message(body)
+
+
+HEADERS = st.one_of(
+    st.none(),
+    st.just("x"),
+    st.fixed_dictionaries(
+        {
+            "mTyp": st.sampled_from(
+                [*sorted(CONTROL_TYPES), "StockBookQuote", "MLinkDataAck", "", 7]
+            )
+        },
+        optional={"isDel": st.sampled_from([True, False, 1, 0, None]), "seqN": st.integers(0, 99)},
+    ),
+)
+MESSAGES = st.one_of(
+    st.none(), st.just("text"), st.just([1]), st.dictionaries(st.text(), st.integers(0, 99))
+)
+
+
+@given(HEADERS, MESSAGES, st.booleans())
+def test_the_data_record_fast_lane_agrees_with_parse_message(
+    header: Any, message: Any, with_message: bool
+) -> None:
+    doc: dict[str, Any] = {"header": header}
+    if with_message:
+        doc["message"] = message
+    body = orjson.dumps(doc)
+    fast = parse_data_record(body)
+    try:
+        slow: object = parse_message(body)
+    except MessageError as exc:
+        slow = exc
+    if fast is not None:
+        assert fast == slow
+    if isinstance(slow, DataRecord) and isinstance(message, dict) and with_message:
+        assert fast == slow  # every well-formed data record takes the fast lane
+
+
+@pytest.mark.parametrize("body", [b"\xff", b"null", b"[1]", b'{"header":1}', b"{"])
+def test_the_fast_lane_leaves_bad_bodies_to_parse_message(body: bytes) -> None:
+    assert parse_data_record(body) is None
+    with pytest.raises(MessageError):
         parse_message(body)
