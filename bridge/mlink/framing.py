@@ -12,6 +12,7 @@ and may contain any byte. Every size is capped, and every violation raises a nam
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,6 +25,9 @@ MAX_BODY_LEN = 999_999  # six decimal digits
 DEFAULT_MAX_MESSAGE = MAX_BODY_LEN
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 _KINDS = (ord("J"), ord("P"))
+# A whole frame header: mark, kind, five digits of message number, six of body length.
+_HEADER = re.compile(rb"\r\n([JP])([0-9]{5})([0-9]{6})")
+_KIND_NAMES = {b"J": "J", b"P": "P"}
 _WHITESPACE = b" \t\r\n"
 
 
@@ -78,37 +82,42 @@ def iter_frames(payload: bytes, max_message: int = DEFAULT_MAX_MESSAGE) -> Itera
     """
     end = len(payload)
     pos = 0
+    header_at = _HEADER.match
     while pos < end:
-        header = payload[pos : pos + HEADER_LEN]
-        if header[:2] != FRAME_MARK and payload[pos:end].strip(_WHITESPACE) == b"":
-            return  # trailing white space after the last frame
-        if len(header) < HEADER_LEN:
-            if header == FRAME_MARK:
-                return  # a trailing CRLF, as the sample clients' split() tolerates
-            raise TruncatedFrame(
-                f"framed header cut short at offset {pos}: {len(header)} of {HEADER_LEN} bytes"
-            )
-        number_text, length_text = header[3:8], header[8:14]
-        if (
-            header[:2] != FRAME_MARK
-            or header[2] not in _KINDS
-            or not number_text.isdigit()
-            or not length_text.isdigit()
-        ):
-            raise GarbledFrame(f"bad framed header at offset {pos}: {bytes(header)!r}")
-        length = int(length_text)
-        if length > max_message:
+        header = header_at(payload, pos)
+        if header is None:
+            if _tail_or_error(payload, pos, end):
+                return
+            continue  # pragma: no cover - _tail_or_error returns True or raises
+        kind, number, length = header.groups()
+        size = int(length)
+        if size > max_message:
             raise OversizedFrame(
-                f"framed message at offset {pos} is {length} bytes; the limit is {max_message}"
+                f"framed message at offset {pos} is {size} bytes; the limit is {max_message}"
             )
         start = pos + HEADER_LEN
-        stop = start + length
-        if stop > end:
+        pos = start + size
+        if pos > end:
             raise TruncatedFrame(
-                f"framed message at offset {pos} announces {length} bytes, {end - start} remain"
+                f"framed message at offset {start - HEADER_LEN} announces {size} bytes, "
+                f"{end - start} remain"
             )
-        yield Frame(chr(header[2]), int(number_text), payload[start:stop])
-        pos = stop
+        yield Frame(_KIND_NAMES[kind], int(number), payload[start:pos])
+
+
+def _tail_or_error(payload: bytes, pos: int, end: int) -> bool:
+    """At `pos`, no frame header: True when only trailing white space (or a lone CRLF, as the
+    sample clients' split() tolerates) is left, else the error that names what is wrong."""
+    header = payload[pos : pos + HEADER_LEN]
+    if header[:2] != FRAME_MARK and payload[pos:end].strip(_WHITESPACE) == b"":
+        return True
+    if len(header) < HEADER_LEN:
+        if header == FRAME_MARK:
+            return True
+        raise TruncatedFrame(
+            f"framed header cut short at offset {pos}: {len(header)} of {HEADER_LEN} bytes"
+        )
+    raise GarbledFrame(f"bad framed header at offset {pos}: {bytes(header)!r}")
 
 
 def iter_messages(
