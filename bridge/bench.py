@@ -32,7 +32,7 @@ from bridge.mlink.catalog import default_catalog
 from bridge.settings import load_settings
 from bridge.simulator.market import Market
 from bridge.sink.avro import SchemaHistory
-from bridge.sink.kafka import KafkaSink, OutRecord, SinkStats, histogram_quantile
+from bridge.sink.kafka import KafkaSink, OutRecord, SinkStats
 from bridge.sink.topics import TopicSpec, ensure_topics
 from transforms import TransformOptions, compile_plan
 
@@ -50,7 +50,7 @@ class Result:
     def line(self) -> str:
         latency = ""
         if self.p50_ms is not None:
-            latency = f"   p50 <= {self.p50_ms:g} ms, p99 <= {self.p99_ms:g} ms"
+            latency = f"   p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms"
         if self.cpu is not None:
             latency += f", {self.cpu:.0%} of a core"
         return f"{self.name:<42} {self.rate:>10,.0f} records/s{latency}"
@@ -98,8 +98,18 @@ class _SimulatorProcess:
             self.proc.kill()
 
 
-def _window(stats: SinkStats) -> tuple[int, list[int]]:
-    return stats.delivered, list(stats.latency_ms)
+def _window(stats: SinkStats) -> int:
+    """Start a measuring window: every latency from now on is kept; returns deliveries so far."""
+    stats.latency_samples = []
+    return stats.delivered
+
+
+def quantiles(samples: list[float]) -> tuple[float | None, float | None]:
+    """The exact p50 and p99 of the latencies (source time, in ms, to the delivery report)."""
+    if not samples:
+        return None, None
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 async def raw_websocket(seconds: float, rate: float) -> Result:
@@ -138,7 +148,7 @@ def raw_produce(bootstrap: str, count: int) -> Result:
     try:
         sink.send(OutRecord(topic, b"warm-up", value))
         sink.flush(30)
-        delivered, latency = _window(sink.stats)
+        delivered = _window(sink.stats)
         started = time.monotonic()
         for i in range(count):
             sink.send(OutRecord(topic, keys[i % len(keys)], value, src_ns=time.time_ns()))
@@ -147,14 +157,9 @@ def raw_produce(bootstrap: str, count: int) -> Result:
                 sink.pump()
         sink.flush(120)
         elapsed = time.monotonic() - started
-        counts = [b - a for a, b in zip(latency, sink.stats.latency_ms, strict=True)]
         rate = (sink.stats.delivered - delivered) / elapsed
-        return Result(
-            "ceiling 2: raw produce (pre-serialized)",
-            rate,
-            histogram_quantile(counts, 0.5),
-            histogram_quantile(counts, 0.99),
-        )
+        p50, p99 = quantiles(sink.stats.latency_samples or [])
+        return Result("ceiling 2: raw produce (pre-serialized)", rate, p50, p99)
     finally:
         sink.close()
 
@@ -184,20 +189,14 @@ async def bridge(
                 await asyncio.sleep(0.1)
             sink = parts[0][1]
             await asyncio.sleep(1.0)  # past the snapshot's deliveries
-            delivered, latency = _window(sink.stats)
+            delivered = _window(sink.stats)
             started, cpu = time.monotonic(), time.process_time()
             await asyncio.sleep(seconds)
             elapsed = time.monotonic() - started
-            counts = [b - a for a, b in zip(latency, sink.stats.latency_ms, strict=True)]
-            outcome.append(
-                Result(
-                    name,
-                    (sink.stats.delivered - delivered) / elapsed,
-                    histogram_quantile(counts, 0.5),
-                    histogram_quantile(counts, 0.99),
-                    (time.process_time() - cpu) / elapsed,
-                )
-            )
+            used = (time.process_time() - cpu) / elapsed
+            p50, p99 = quantiles(sink.stats.latency_samples or [])
+            rate = (sink.stats.delivered - delivered) / elapsed
+            outcome.append(Result(name, rate, p50, p99, used))
             stop.set()
 
         watcher = asyncio.create_task(measure())
@@ -268,8 +267,9 @@ async def run_bench(seconds: float, rate: float, pin: bool = True) -> int:
     print(f"machine speed: sum(range(1000)) takes {loop_us:.1f} µs (a typical laptop: ~8 µs)")
     results = [transform_encode()]
     print(results[-1].line(), flush=True)
-    results.append(await raw_websocket(seconds, rate))
-    print(results[-1].line(), flush=True)
+    reads = [await raw_websocket(seconds, rate)]
+    print(reads[-1].line(), flush=True)
+    results.append(reads[0])
     with EmbeddedBroker() as broker:
         if pin and _SimulatorProcess.cores and broker.pid is not None:
             pin_threads(broker.pid, _SimulatorProcess.cores)
@@ -285,9 +285,14 @@ async def run_bench(seconds: float, rate: float, pin: bool = True) -> int:
             broker.bootstrap, seconds, rate, "bridge, protobuf input", path="/mlink/proto"
         )
         print(proto.line(), flush=True)
-    ceiling = min(results[1].rate, results[2].rate)
+    # The machine's speed drifts: ceiling 1 again, after the bridge, and the higher one counts.
+    reads.append(await raw_websocket(seconds, rate))
+    print(reads[-1].line().replace("ceiling 1:", "ceiling 1 again:"), flush=True)
+    ceiling = min(max(r.rate for r in reads), results[2].rate)
+    p99 = results[4].p99_ms
     print(
-        f"\nbridge / lower ceiling = {results[3].rate / ceiling:.0%} "
-        f"(target >= 60%); transform+encode target >= 150k/s on one core"
+        f"\nbridge / lower ceiling = {results[3].rate / ceiling:.0%} (target >= 60%); "
+        f"transform+encode {results[0].rate:,.0f}/s (target >= 150k/s on one core); "
+        f"p99 at 10k/s offered {p99 or 0:.1f} ms (target < 20 ms)"
     )
     return 0

@@ -64,6 +64,8 @@ class SinkStats:
     errors: dict[str, int] = field(default_factory=dict)
     latency_ms: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
     latency_sum_ms: float = 0.0
+    # Every latency observed while this is a list (the bench sets one for exact quantiles).
+    latency_samples: list[float] | None = None
 
     @property
     def produced_total(self) -> int:
@@ -75,6 +77,8 @@ class SinkStats:
         return self.failed + self.refused
 
     def observe_latency(self, ms: float) -> None:
+        if self.latency_samples is not None:
+            self.latency_samples.append(ms)
         for i, bound in enumerate(LATENCY_BUCKETS_MS):
             if ms <= bound:
                 self.latency_ms[i] += 1

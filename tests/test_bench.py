@@ -1,0 +1,41 @@
+"""The bench's own arithmetic (the runs themselves are measurements, not tests)."""
+
+from __future__ import annotations
+
+import os
+
+from bridge.bench import Result, _window, pin_threads, quantiles
+from bridge.sink.kafka import SinkStats
+
+
+def test_quantiles_are_exact_order_statistics() -> None:
+    samples = [float(x) for x in range(1000, 0, -1)]  # 1..1000 ms, in any order
+    assert quantiles(samples) == (501.0, 991.0)
+    assert quantiles([4.0]) == (4.0, 4.0)
+    assert quantiles([]) == (None, None)
+
+
+def test_a_window_keeps_every_latency_from_its_start() -> None:
+    stats = SinkStats()
+    stats.observe_latency(50.0)  # before the window: in the histogram only
+    stats.delivered = 7
+    assert _window(stats) == 7
+    for ms in (3.0, 1.5, 12.0):
+        stats.observe_latency(ms)
+    assert stats.latency_samples == [3.0, 1.5, 12.0]
+    assert sum(stats.latency_ms) == 4
+
+
+def test_result_lines_show_rate_latency_and_cpu() -> None:
+    line = Result("bridge", 21_400.4, 7.25, 18.5, 0.97).line()
+    assert "21,400 records/s" in line
+    assert "p50 7.2 ms, p99 18.5 ms" in line
+    assert "97% of a core" in line
+    assert Result("ceiling", 100.0).line().endswith("100 records/s")
+
+
+def test_pin_threads_pins_every_thread_of_a_process() -> None:
+    cores = os.sched_getaffinity(0)
+    pin_threads(os.getpid(), cores)
+    for task in os.listdir(f"/proc/{os.getpid()}/task"):
+        assert os.sched_getaffinity(int(task)) == cores
