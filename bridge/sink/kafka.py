@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,12 +80,8 @@ class SinkStats:
     def observe_latency(self, ms: float) -> None:
         if self.latency_samples is not None:
             self.latency_samples.append(ms)
-        for i, bound in enumerate(LATENCY_BUCKETS_MS):
-            if ms <= bound:
-                self.latency_ms[i] += 1
-                break
-        else:
-            self.latency_ms[-1] += 1
+        # The first bucket whose bound is >= ms (the last one, +Inf, past every bound).
+        self.latency_ms[bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
         self.latency_sum_ms += ms
 
     def latency_quantile(self, q: float) -> float | None:
@@ -305,7 +302,16 @@ class KafkaSink:
         self._delivered(err, msg, False)
 
     def _delivered_timed(self, err: KafkaError | None, msg: Message) -> None:
-        self._delivered(err, msg, True)
+        # One call per live record: the usual outcome without a second call.
+        if err is not None:
+            self._delivered(err, msg, True)
+            return
+        stats = self.stats
+        stats.delivered += 1
+        self.brokers_down = False
+        kind, stamp_ms = msg.timestamp()
+        if kind != TIMESTAMP_NOT_AVAILABLE:
+            stats.observe_latency(self._clock_ns() / 1e6 - stamp_ms)
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
