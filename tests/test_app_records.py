@@ -15,7 +15,8 @@ from bridge.app import InlineJobs, Pipeline, _wait_for_room, subscription_specs
 from bridge.io.connector import ConnectionDown, ConnectionUp
 from bridge.io.policy import Failure
 from bridge.mlink.catalog import default_catalog
-from bridge.mlink.session import MLinkSession, Subscription
+from bridge.mlink.messages import DataRecord
+from bridge.mlink.session import MLinkSession, Record, Subscription
 from bridge.settings import load_settings
 from bridge.sink import avro
 from bridge.sink.avro import SchemaHistory
@@ -435,3 +436,17 @@ def test_the_c_path_and_the_python_path_send_the_same_records(
     assert avro._native is None  # the second run had no C
     assert outcomes[0] == outcomes[1]
     assert len(outcomes[0]) >= len(feed)
+
+
+def test_an_int_too_large_for_a_double_is_dead_lettered() -> None:
+    """orjson cannot make such an int, but a record from another decoder must not stop the
+    reader: it goes to the dead-letter topic like any value that does not convert."""
+    rig = Rig([{"msgName": "StockBookQuote", "activeLatency": 0}])
+    rig.feed([ADMIN, ACK, BEGIN, COMPLETE])
+    message = {"pkey": {"ticker": {"at": "EQT", "ts": "NMS", "tk": "AAPL"}}, "bidPrice1": 10**400}
+    record = DataRecord("StockBookQuote", {"mTyp": "StockBookQuote"}, message, b"{}")
+    rig.pipeline.handle(Record("StockBookQuote", record, False))
+    rig.feed([book("AAPL", 1.5)])  # and the stream goes on
+    (letter,) = rig.dead_letters()
+    assert "OverflowError" in str(letter)
+    assert [key for key, _ in rig.values("mlink.StockBookQuote")] == [b"AAPL-NMS-EQT"]

@@ -16,7 +16,8 @@
  * not a dict, a missing required field, a long beyond 64 bits, a string that is not valid
  * UTF-8 ...) makes it return None: the caller then runs the Python encoder, which either writes
  * the value (a tuple for an array, say) or raises SchemaMismatch naming the field. Only
- * MemoryError (and a bad program, which is a bug) raise here.
+ * MemoryError, and what is not an Exception (KeyboardInterrupt) from a DateTime parser, raise
+ * here. `check(program)` validates a program once, when it is built: `encode` then trusts it.
  *
  * Programs built from a record plan (`_wire_program`) read the MLink wire body itself: fields
  * under their wire names, DateTime text parsed on the way. They stand for the plan's `apply`
@@ -48,6 +49,10 @@ typedef struct {
 } Buffer;
 
 static int grow(Buffer *b, Py_ssize_t need) {
+    if (need > PY_SSIZE_T_MAX / 4 - b->len) {
+        PyErr_NoMemory();
+        return ERROR;
+    }
     Py_ssize_t cap = b->cap * 2;
     while (cap < b->len + need) {
         cap *= 2;
@@ -88,7 +93,7 @@ static inline int write_long(Buffer *b, int64_t n) {
     if (reserve(b, 10) != OK) {
         return ERROR;
     }
-    uint64_t z = ((uint64_t)n << 1) ^ (uint64_t)(n >> 63);
+    uint64_t z = ((uint64_t)n << 1) ^ ((uint64_t)0 - ((uint64_t)n >> 63)); /* no signed shift */
     unsigned char *out = (unsigned char *)b->data + b->len;
     Py_ssize_t i = 0;
     while (z > 0x7F) {
@@ -303,7 +308,78 @@ static PyObject *encode(PyObject *module, PyObject *const *args, Py_ssize_t narg
     return result;
 }
 
+/* --- program validation, once per program --------------------------------------------------- */
+
+static int check_record(PyObject *program, int depth);
+
+static int bad_program(const char *what) {
+    PyErr_Format(PyExc_ValueError, "bad encoder program: %s", what);
+    return ERROR;
+}
+
+static int check_type(PyObject *kind_obj, PyObject *sub, int depth) {
+    if (!PyLong_CheckExact(kind_obj)) {
+        return bad_program("a kind is not an int");
+    }
+    long kind = PyLong_AsLong(kind_obj);
+    switch (kind) {
+    case KIND_DOUBLE:
+    case KIND_LONG:
+    case KIND_STRING:
+    case KIND_BOOLEAN:
+        return sub == Py_None ? OK : bad_program("a primitive with a sub-program");
+    case KIND_RECORD:
+        return check_record(sub, depth + 1);
+    case KIND_ARRAY:
+    case KIND_NULLABLE:
+        if (!PyTuple_CheckExact(sub) || PyTuple_GET_SIZE(sub) != 2) {
+            return bad_program("an array or union without its (kind, sub) type");
+        }
+        return check_type(PyTuple_GET_ITEM(sub, 0), PyTuple_GET_ITEM(sub, 1), depth + 1);
+    case KIND_DATETIME:
+        return PyCallable_Check(sub) ? OK : bad_program("a DateTime without its parser");
+    default:
+        return bad_program("an unknown kind");
+    }
+}
+
+static int check_record(PyObject *program, int depth) {
+    if (depth > 32) {
+        return bad_program("nested too deep");
+    }
+    if (!PyTuple_CheckExact(program)) {
+        return bad_program("a record is not a tuple of fields");
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(program); i++) {
+        PyObject *field = PyTuple_GET_ITEM(program, i);
+        if (!PyTuple_CheckExact(field) || PyTuple_GET_SIZE(field) != 4) {
+            return bad_program("a field is not a (name, default, kind, sub) tuple");
+        }
+        PyObject *fallback = PyTuple_GET_ITEM(field, 1);
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(field, 0))) {
+            return bad_program("a field name is not a str");
+        }
+        if (fallback != Py_None && !PyBytes_CheckExact(fallback)) {
+            return bad_program("a default is neither bytes nor None");
+        }
+        if (check_type(PyTuple_GET_ITEM(field, 2), PyTuple_GET_ITEM(field, 3), depth) != OK) {
+            return ERROR;
+        }
+    }
+    return OK;
+}
+
+static PyObject *check(PyObject *module, PyObject *program) {
+    (void)module;
+    if (check_record(program, 0) != OK) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"check", (PyCFunction)check, METH_O,
+     "check(program): raise ValueError unless `program` is one `encode` can walk"},
     {"encode", (PyCFunction)(void (*)(void))encode, METH_FASTCALL,
      "encode(program, value, prefix) -> prefix + Avro bytes, or None: use the Python encoder"},
     {NULL, NULL, 0, NULL},

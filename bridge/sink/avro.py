@@ -796,11 +796,14 @@ def _native_program(schema: Mapping[str, Any], plan: RecordPlan | None = None) -
         return tuple(fields)
 
     if plan is None:
-        return record(schema, None, None)
-    top = {out.name: out for out in plan.output_fields}
-    key_outputs = {out.name: out for out in plan.key_fields}
-    parse = plan.datetime_parser
-    return record(schema, None, top)
+        program = record(schema, None, None)
+    else:
+        top = {out.name: out for out in plan.output_fields}
+        key_outputs = {out.name: out for out in plan.key_fields}
+        parse = plan.datetime_parser
+        program = record(schema, None, top)
+    _native.check(program)  # the C code trusts a program's shape from here on
+    return program
 
 
 WireEncoder = Callable[[Mapping[str, Any], bytes], bytes | None]

@@ -250,3 +250,29 @@ def test_the_wire_path_follows_view_rename_and_drop(options: TransformOptions) -
         if not obj.deleted:
             body = obj.message
             assert w.encode_wire(body, b"") == w.encode(w.plan.apply(body).value)
+
+
+@pytest.mark.parametrize(
+    ("program", "why"),
+    [
+        ([("a", None, 0, None)], "not a tuple of fields"),
+        ((("a", None, 0),), r"\(name, default, kind, sub\)"),
+        (((1, None, 0, None),), "name is not a str"),
+        ((("a", "x", 0, None),), "neither bytes nor None"),
+        ((("a", None, "0", None),), "kind is not an int"),
+        ((("a", None, 99, None),), "unknown kind"),
+        ((("a", None, 0, ()),), "primitive with a sub-program"),
+        ((("a", None, 5, (0,)),), r"\(kind, sub\)"),
+        ((("a", None, 7, None),), "DateTime without its parser"),
+        ((("a", None, 4, [("b", None, 0, None)]),), "not a tuple of fields"),
+    ],
+)
+def test_a_malformed_program_is_refused_before_use(program: Any, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        avro._native.check(program)  # type: ignore[union-attr]
+
+
+def test_every_catalog_program_passes_the_check() -> None:
+    for w in WRITERS.values():
+        avro._native.check(avro._native_program(w.schema))  # type: ignore[union-attr]
+        avro._native.check(avro._native_program(w.schema, w.plan))  # type: ignore[union-attr]
