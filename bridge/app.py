@@ -79,9 +79,9 @@ REGISTRY_BACKOFF_MAX = 30.0
 # need it go to the dead-letter topic meanwhile.
 REFUSAL_RETRY_AFTER = 300.0
 
-# Why a record can go to the dead-letter topic instead of its own.
-# A value that cannot be converted: its record goes to the dead-letter topic. OverflowError is
-# an int too large for a double (orjson cannot make one; another wire decoder might).
+# Why a record can go to the dead-letter topic instead of its own: a value that cannot be
+# converted. OverflowError is an int too large for a double (orjson cannot make one; another
+# wire decoder might).
 CONVERSION_ERRORS = (KeyFormatError, TransformError, SchemaMismatch, OverflowError)
 
 

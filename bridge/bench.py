@@ -3,10 +3,12 @@
 Everything runs on this machine, at the same time of day, so the ratios mean something even
 where the absolute numbers do not (shared CI machines are noisy):
 
-* ceiling 1, raw websocket read: a client that receives from the simulator and discards;
+* ceiling 1, raw websocket read: a client that receives from the simulator and discards
+  (measured first and last: the machine's speed drifts, and the higher figure counts);
 * ceiling 2, raw produce: pre-serialized ~300-byte values with the bridge's producer settings;
-* the bridge: simulator -> bridge -> broker, records delivered per second, and the latency from
-  each record's source timestamp to its delivery report (live records only);
+* the bridge: simulator -> bridge -> broker, records delivered per second, the bridge's CPU,
+  and the latency from each record's source timestamp to its delivery report (live records
+  only; exact p50 and p99 of every delivery in the window);
 * the transform+encode stage alone, on one core;
 * latency at a fixed 10k records/s offered by the simulator.
 """

@@ -16,14 +16,20 @@ records, so schema and values cannot drift apart:
 `SchemaHistory` keeps a message type's versions. `evolve(unknown)` adds newly seen wire fields as
 optional (`["null", T]`, default null; a JSON object or list is kept as compact JSON text).
 
-`WriterSchema.encode(value, prefix)` is compiled once per schema (and once per frequent set of
-present fields) into straight-line Python that writes exactly the bytes
-`fastavro.schemaless_writer` writes for valid values, about twice as fast as fastavro (see
-benchmarks/transform_encode.py), and refuses what fastavro would write wrong or
-silently convert: a float, bool or numeric string in a `long`, a bool or string in a `double`,
-NaN or infinity anywhere (JSON consumers cannot carry them). A refused value raises
-SchemaMismatch naming the field; the caller dead-letters the record. A field that is omitted or
-None gets its default, as MLink leaves defaults out.
+`WriterSchema.encode(value, prefix)` writes exactly the bytes `fastavro.schemaless_writer`
+writes for valid values, and refuses what fastavro would write wrong or silently convert: a
+float, bool or numeric string in a `long`, a bool or string in a `double`, NaN or infinity
+anywhere (JSON consumers cannot carry them). A refused value raises SchemaMismatch naming the
+field; the caller dead-letters the record. A field that is omitted or None gets its default, as
+MLink leaves defaults out. Two implementations, the same bytes and errors:
+
+- in C (`_avro_native.c`, when the extension is built): plain values are encoded there, ~4x
+  faster than the Python below; anything else goes to the careful Python encoder;
+- in Python: compiled once per schema (and once per frequent set of present fields) into
+  straight-line code, about twice as fast as fastavro (see benchmarks/transform_encode.py).
+
+`WriterSchema.encode_wire(body, prefix)` is the plan's `apply` and `encode` in one C call, for
+the bridge's hot path (see compile_wire_encoder).
 """
 
 from __future__ import annotations
@@ -786,6 +792,7 @@ def _native_program(schema: Mapping[str, Any], plan: RecordPlan | None = None) -
             default = compiler.default_bytes(f, namespace)
             out = outs.get(f["name"]) if outs is not None else None
             if out is None:
+                # The top record's pkey: its members are the plan's key fields.
                 inner = key_outputs if plan is not None and outs is top else None
                 fields.append((f["name"], default, *of_type(f["type"], namespace, inner)))
             elif out.spec.type == "DateTime":
