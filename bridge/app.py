@@ -67,7 +67,13 @@ from bridge.sink.serialization import (
     ValueSerializer,
 )
 from bridge.sink.topics import TopicError, TopicSpec, admin_client, ensure_topics
-from transforms import TransformError, TransformOptions, compile_plan, infer_kind
+from transforms import (
+    NormalizedRecord,
+    TransformError,
+    TransformOptions,
+    compile_plan,
+    infer_kind,
+)
 
 log = logging.getLogger("mlink.bridge")
 
@@ -352,25 +358,24 @@ class Pipeline:
             ):
                 key = plan.key_of(message).encode()
                 value = wire(message, prefix)
+            normalized: NormalizedRecord | None = None
+            if value is None:
+                if record.deleted or channel.held is not None:
+                    key = plan.key_of(message).encode()
+                else:
+                    normalized = plan.apply(message)
+                    key = normalized.key.encode()
+            # Counted on arrival: a snapshot record that then goes to the dead-letter topic must
+            # not be taken for a deleted key by reconciliation.
+            if arriving and event.snapshot and channel.snapshot_keys is not None:
+                channel.snapshot_keys.add(key)
             if value is not None:
-                if arriving and event.snapshot and channel.snapshot_keys is not None:
-                    channel.snapshot_keys.add(key)
                 src = message.get(plan.src_field) if plan.src_field else None
                 src_ns = src if src.__class__ is int else None
-            elif record.deleted or channel.held is not None:
-                key = plan.key_of(message).encode()
-                if arriving and event.snapshot and channel.snapshot_keys is not None:
-                    channel.snapshot_keys.add(key)
-                if channel.held is not None:
-                    self._hold(channel, key, held or Held(event, recv_ns, epoch))
-                    return
-            else:
-                normalized = plan.apply(message)
-                key = normalized.key.encode()
-                # Counted on arrival: a snapshot record that then goes to the dead-letter
-                # topic must not be taken for a deleted key by reconciliation.
-                if arriving and event.snapshot and channel.snapshot_keys is not None:
-                    channel.snapshot_keys.add(key)
+            elif channel.held is not None:
+                self._hold(channel, key, held or Held(event, recv_ns, epoch))
+                return
+            elif normalized is not None:
                 if normalized.unknown:
                     refusal = self._refused_shape(channel, normalized.unknown)
                     if refusal is not None:
