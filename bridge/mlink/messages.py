@@ -314,18 +314,6 @@ class DataRecord:
 
 ServerMessage = AdminMessage | Ack | CheckPoint | DataRecord
 
-ADMIN_TYPES = frozenset(
-    {
-        "MLinkAdmin",
-        "MLinkStreamAck",
-        "MLinkSubscribeAck",
-        "MLinkStreamCheckPt",
-        "MLinkResponse",
-        "MLinkDataAck",
-        "QueryResult",
-    }
-)
-
 
 def _opt_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
