@@ -73,6 +73,8 @@ APP_NAME = "MLinkServer.Simulator"
 MACHINE = "SIM-" + socket.gethostname()[:12]
 GIT = "simulated"
 SENDER_ID = 18409
+# A late update loop catches up at most this many seconds of updates; older backlog is dropped.
+CATCH_UP = 0.25
 _MIDDLE = b',"appN":"%s","mn":"%s","sTim":"' % (APP_NAME.encode(), MACHINE.encode())
 _ENCODED = b'","encT":"'
 _TAIL = b'","git":"%s"},"message":' % GIT.encode()
@@ -158,6 +160,40 @@ class _Stamper:
 
     def text(self, ns: int) -> str:
         return self(ns).decode()
+
+
+class Pacer:
+    """How many market updates to make now, for `rate` updates/s since `start`.
+
+    At most `burst` at a time (about `tick` seconds' worth), so the writers run in between.
+    A late loop (the process was descheduled, a writer took a while) catches up to `CATCH_UP`
+    seconds' worth of backlog; anything older is dropped and counted, as by a process at
+    capacity, rather than made in a burst that conflation would mostly discard.
+    """
+
+    def __init__(self, rate: float, start: float) -> None:
+        self.rate = rate
+        self.start = start
+        self.tick = max(0.001, min(0.05, 1.0 / rate))
+        self.burst = max(1, int(rate * self.tick))
+        self.backlog_limit = max(2 * self.burst, int(rate * CATCH_UP))
+        self.made = 0  # made or dropped: the updates the schedule has accounted for
+        self.dropped = 0
+
+    def behind(self, now: float) -> bool:
+        """Whether updates are due now."""
+        return int((now - self.start) * self.rate) > self.made
+
+    def take(self, now: float) -> int:
+        """The updates to make now (counted as made)."""
+        due = int((now - self.start) * self.rate) - self.made
+        if due > self.backlog_limit:  # too far behind: forget the oldest backlog
+            self.dropped += due - self.backlog_limit
+            self.made += due - self.backlog_limit
+            due = self.backlog_limit
+        step = min(max(0, due), self.burst)
+        self.made += step
+        return step
 
 
 class SimConnection:
@@ -691,43 +727,35 @@ class Simulator:
     async def _produce(self) -> None:
         """Step the market at `rate` updates/s, as far as this process can.
 
-        The simulator shares one CPU between making updates and sending them. When it cannot
-        keep up, making more updates only for conflation to discard them would starve the
-        writers, so it waits while a reader that keeps up (a small socket buffer) still has
-        immediate updates waiting, and drops the backlog instead of bursting to catch up.
-        `updates` counts what was made. A reader that is slow on the network is not waited for:
-        it gets conflated data, as from MLink.
+        The simulator shares one CPU between making updates and sending them: updates are made
+        in small steps (see Pacer) so the writers get their turn between them. While a reader
+        that keeps up (a small socket buffer) still has immediate updates waiting, making more
+        only for conflation to discard them would starve the writers, so it waits. `updates`
+        counts what was made. A reader that is slow on the network is not waited for: it gets
+        conflated data, as from MLink.
         """
-        rate = self.config.rate
-        tick = max(0.001, min(0.05, 1.0 / rate))
-        burst = max(1, int(rate * tick))
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        made = 0
-        report_at, report_updates = start + 10.0, self.updates
+        pacer = Pacer(self.config.rate, loop.time())
+        report_at, report_updates = pacer.start + 10.0, self.updates
         while True:
             now = loop.time()
-            due = int((now - start) * rate) - made
-            if due > 2 * burst:  # behind: forget the backlog
-                made += due - burst
-                self.dropped_updates += due - burst
-                due = burst
             if now >= report_at:
                 achieved = (self.updates - report_updates) / (now - report_at + 10.0)
-                if achieved < rate * 0.95 and self._connections:
+                if achieved < pacer.rate * 0.95 and self._connections:
                     log.warning(
                         "asked for %.0f updates/s, made %.0f/s: this process is at capacity",
-                        rate,
+                        pacer.rate,
                         achieved,
                     )
                 report_at, report_updates = now + 10.0, self.updates
-            if due > 0 and self._writers_busy():
+            if pacer.behind(now) and self._writers_busy():
                 await asyncio.sleep(0)
                 continue
-            for _ in range(max(0, due)):
+            step = pacer.take(now)
+            for _ in range(step):
                 self._publish(self.market.step())
-            made += max(0, due)
-            await asyncio.sleep(tick if due < burst else 0)
+            self.dropped_updates = pacer.dropped
+            await asyncio.sleep(0 if pacer.behind(now) else pacer.tick)
 
     def _writers_busy(self) -> bool:
         """Whether a reader that keeps up still has immediate updates waiting or in flight."""
