@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from bridge.bench import Result, _window, pin_threads, quantiles
+from bridge.bench import Result, Steal, _window, pin_threads, quantiles
 from bridge.sink.kafka import SinkStats
 
 
@@ -39,3 +40,23 @@ def test_pin_threads_pins_every_thread_of_a_process() -> None:
     pin_threads(os.getpid(), cores)
     for task in os.listdir(f"/proc/{os.getpid()}/task"):
         assert os.sched_getaffinity(int(task)) == cores
+
+
+def test_steal_counts_only_the_given_cores_over_the_window(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal: the 8th number is stolen time, in ticks
+    lines = "cpu  9 9 9 9 9 9 9 {all}\ncpu0 1 1 1 1 1 1 1 {c0}\ncpu1 1 1 1 1 1 1 1 {c1}\nintr 5\n"
+    stat.write_text(lines.format(all=0, c0=0, c1=0))
+    steal = Steal({1}, str(stat))
+    steal.started -= 2.0  # the window opened two seconds ago
+    hz = os.sysconf("SC_CLK_TCK")
+    stat.write_text(lines.format(all=10 * hz, c0=10 * hz, c1=hz // 10))
+    fraction = steal.fraction()
+    assert fraction is not None
+    # core 1 lost 0.1 s in two seconds (5%); core 0's much larger steal is not ours
+    assert 0.049 < fraction <= 0.05
+    assert Steal({1}, str(tmp_path / "absent")).fraction() is None
+
+
+def test_result_lines_show_steal() -> None:
+    assert Result("bridge", 1.0, steal=0.034).line().endswith("steal 3.4%")
