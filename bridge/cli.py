@@ -262,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=10.0, help="each measurement window")
     bench.add_argument("--rate", type=float, default=150_000, help="simulator updates/s offered")
     bench.add_argument(
+        "--runs", type=int, default=3, help="saturated runs, and windows at 10k/s (medians)"
+    )
+    bench.add_argument(
         "--no-pin",
         action="store_true",
         help="do not pin the simulator to its own core (pinned by default with 2+ cores)",
@@ -311,7 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         from bridge.bench import run_bench  # noqa: PLC0415 - needs the dev extras
 
-        return asyncio.run(run_bench(args.seconds, args.rate, pin=not args.no_pin))
+        return asyncio.run(
+            run_bench(args.seconds, args.rate, pin=not args.no_pin, runs=max(1, args.runs))
+        )
     if args.command == "schemas":
         return _schemas()
     if args.command == "check":

@@ -5,7 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bridge.bench import Result, Steal, _window, pin_threads, quantiles
+from bridge.bench import (
+    Result,
+    Steal,
+    _window,
+    bracketed_ratios,
+    median,
+    pin_threads,
+    quantiles,
+)
 from bridge.sink.kafka import SinkStats
 
 
@@ -60,3 +68,17 @@ def test_steal_counts_only_the_given_cores_over_the_window(tmp_path: Path) -> No
 
 def test_result_lines_show_steal() -> None:
     assert Result("bridge", 1.0, steal=0.034).line().endswith("steal 3.4%")
+
+
+def test_each_bridge_run_is_compared_with_the_ceilings_around_it() -> None:
+    # ceiling 1 drifts 40k -> 30k -> 50k across the run; ceiling 2 is 100k
+    ratios = bracketed_ratios([21_000, 24_000], [40_000, 30_000, 50_000], 100_000)
+    assert ratios == [21_000 / 35_000, 24_000 / 40_000]
+    # a raw producer slower than the reader is the lower ceiling
+    assert bracketed_ratios([10_000], [40_000, 40_000], 20_000) == [0.5]
+
+
+def test_median() -> None:
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert median([4.0, 1.0, 3.0, 2.0]) == 2.5
+    assert median([7.0]) == 7.0
