@@ -13,8 +13,9 @@ where the absolute numbers do not (shared CI machines are noisy):
 * the transform+encode stage alone, on one core;
 * latency at a fixed 10k records/s offered by the simulator, in three consecutive windows.
 
-Every line says how much CPU the host stole meanwhile (on a shared VM, the usual cause of a slow
-run or a long tail); the summary gives medians and every figure behind them.
+Every line says how much CPU the host stole from the bench's cores meanwhile (on a shared
+VM, the usual cause of a slow run or a long tail); the summary gives medians and every figure
+behind them.
 """
 
 from __future__ import annotations
@@ -68,15 +69,18 @@ class Result:
         return f"{self.name:<42} {self.rate:>10,.0f} records/s{latency}"
 
 
+BENCH_CORES = frozenset(os.sched_getaffinity(0))  # before pin_processes() narrows this process
 STEAL_NOTE = 0.01  # above this share of stolen CPU, a figure says more about the host than us
 
 
 class Steal:
     """CPU time a virtual machine's host took from these cores ("steal" in /proc/stat), over a
-    window: on a shared VM it explains a slow run or a latency tail. None where not measurable."""
+    window: on a shared VM it explains a slow run or a latency tail. None where not measurable.
+    By default every core the bench may use: the simulator and the broker run on one, the bridge
+    on another."""
 
     def __init__(self, cores: set[int] | None = None, stat: str = "/proc/stat") -> None:
-        self.cores = cores if cores is not None else os.sched_getaffinity(0)
+        self.cores = cores if cores is not None else set(BENCH_CORES)
         self.stat = stat
         self.started = time.monotonic()
         self.ticks = self._ticks()
