@@ -85,6 +85,53 @@ def test_records_headers_timestamps_and_tombstones_arrive(
     assert sink.stats.latency_quantile(0.5) is not None
 
 
+def java_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's Java client picks for a key: murmur2 (seed 0x9747b28c), positive."""
+    m, h = 0x5BD1E995, (0x9747B28C ^ len(key)) & 0xFFFFFFFF
+    tail = len(key) - len(key) % 4
+    for i in range(0, tail, 4):
+        k = (int.from_bytes(key[i : i + 4], "little") * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        h = ((h * m) & 0xFFFFFFFF) ^ ((k * m) & 0xFFFFFFFF)
+    rest = key[tail:]
+    if rest:
+        for i in reversed(range(len(rest))):
+            h ^= rest[i] << (8 * i)
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return (h & 0x7FFFFFFF) % partitions
+
+
+def test_java_partition_matches_kafkas_published_murmur2_values() -> None:
+    # Kafka's UtilsTest: murmur2("21") == -973932308, murmur2("foobar") == -790332482
+    assert java_partition(b"21", 2**31) == -973932308 & 0x7FFFFFFF
+    assert java_partition(b"foobar", 2**31) == -790332482 & 0x7FFFFFFF
+
+
+def test_each_key_lands_where_a_java_producer_would_put_it(
+    broker: EmbeddedBroker, read_topic: Any
+) -> None:
+    """Keyed records go to murmur2(key) % partitions, as Kafka's Java clients do: a consumer
+    or Streams app joining these topics with others finds each key where it expects it."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    ensure_topics(admin, [TopicSpec("t6.data", partitions=5)])
+    keys = [f"AAPL-{i}-NMS-EQT".encode() for i in range(60)] + [b"k", b"ab", b"abc"]
+    sink = sink_for(broker)
+    try:
+        for key in keys:
+            sink.send(OutRecord("t6.data", key, b"v", [("mlink.msg", b"StockBookQuote")]))
+        assert sink.flush(20) == 0
+    finally:
+        sink.close()
+    got = read_topic(broker.bootstrap, "t6.data", 5)
+    assert got.errors == []
+    placed = {m.key(): m.partition() for m in got.messages}
+    assert placed == {key: java_partition(key, 5) for key in keys}
+    assert len(set(placed.values())) == 5  # the keys spread over every partition
+
+
 def test_a_full_queue_conflates_per_key_instead_of_blocking(
     broker: EmbeddedBroker, read_topic: Any
 ) -> None:
