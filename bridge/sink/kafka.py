@@ -134,9 +134,10 @@ class KafkaSink:
         self._fatal: ProducerFatal | None = None
         self.brokers_down = False  # librdkafka said all brokers are down; cleared by a delivery
         self.stats = SinkStats()
-        # The per-record delivery callbacks: partials are C, so a report costs one Python call.
-        self._report = functools.partial(self._delivered, timed=False)
-        self._report_timed = functools.partial(self._delivered, timed=True)
+        # The per-record delivery callbacks: partials are C, so a report costs one Python call
+        # (positional: a keyword would cost a dict per report).
+        self._report = functools.partial(self._delivered, False)
+        self._report_timed = functools.partial(self._delivered, True)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -204,7 +205,7 @@ class KafkaSink:
         deadline = time.monotonic() + timeout
 
         def report(err: KafkaError | None, msg: Message) -> None:
-            self._delivered(err, msg, False)
+            self._delivered(False, err, msg)
             done(err.str() if err is not None else None)
 
         while True:
@@ -289,7 +290,7 @@ class KafkaSink:
             with self._poll_lock:
                 producer.poll(0.05)
 
-    def _delivered(self, err: KafkaError | None, msg: Message, timed: bool) -> None:
+    def _delivered(self, timed: bool, err: KafkaError | None, msg: Message) -> None:
         stats = self.stats
         if err is not None:
             stats.failed += 1

@@ -148,11 +148,11 @@ def spy_on_acks(monkeypatch: pytest.MonkeyPatch) -> list[Ack]:
     acks: list[Ack] = []
     delivered = KafkaSink._delivered
 
-    def spy(self: KafkaSink, err: Any, msg: Any, timed: bool) -> None:
+    def spy(self: KafkaSink, timed: bool, err: Any, msg: Any) -> None:
         if err is None:
             at = time.monotonic()
             acks.append(Ack(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), at))
-        delivered(self, err, msg, timed)
+        delivered(self, timed, err, msg)
 
     monkeypatch.setattr(KafkaSink, "_delivered", spy)
     return acks
