@@ -56,7 +56,7 @@ class Result:
     p50_ms: float | None = None
     p99_ms: float | None = None
     cpu: float | None = None  # the bridge process's CPU use, in cores
-    steal: float | None = None  # CPU time the hypervisor took from this process's cores
+    steal: float | None = None  # share of the bench's CPU the hypervisor took meanwhile
 
     def line(self) -> str:
         latency = ""
