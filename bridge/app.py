@@ -376,7 +376,9 @@ class Pipeline:
                 self._hold(channel, key, held or Held(event, recv_ns, epoch))
                 return
             elif normalized is not None:
-                if normalized.unknown:
+                # Unknown fields that are all JSON null say nothing new (no type to add): the
+                # value goes out as it is, without trying an evolution for every such record.
+                if normalized.unknown and not _all_null(normalized.unknown):
                     refusal = self._refused_shape(channel, normalized.unknown)
                     if refusal is not None:
                         self._dead_letter(record.raw, refusal, "SchemaRejected", label, mtyp)
@@ -638,6 +640,10 @@ class Pipeline:
 
 
 _MAX_SIGNATURES = 1024
+
+
+def _all_null(fields: Mapping[str, Any]) -> bool:
+    return all(value is None for value in fields.values())
 
 
 def _signature(unknown: Mapping[str, Any]) -> tuple[tuple[str, str | None], ...]:

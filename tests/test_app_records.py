@@ -207,6 +207,34 @@ def test_an_accepted_new_field_becomes_a_new_version() -> None:
     assert len(rig.registry.schemas) == 2
 
 
+def test_a_new_field_seen_only_as_null_costs_no_evolution_until_it_has_a_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    forks = 0
+    fork = SchemaHistory.fork
+
+    def counting(self: SchemaHistory) -> SchemaHistory:
+        nonlocal forks
+        forks += 1
+        return fork(self)
+
+    monkeypatch.setattr(SchemaHistory, "fork", counting)
+    rig = Rig(BOOKS)
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), COMPLETE])
+    rig.feed([book("AAPL", 1.0 + i, laterField=None) for i in range(50)])
+    assert forks == 0  # a null names no type: nothing to try, record after record
+    values = rig.values("books")
+    assert [v["bidPrice1"] for _, v in values if v] == [1.0] + [1.0 + i for i in range(50)]
+    assert all("laterField" not in (v or {}) for _, v in values)
+    assert len(rig.registry.schemas) == 1
+
+    rig.feed([book("AAPL", 99.0, laterField=5), book("AAPL", 100.0, laterField=None)])
+    assert forks == 1  # the first value evolves the schema once
+    assert [v["laterField"] for _, v in rig.values("books")[-2:] if v] == [5, None]
+    assert rig.pipeline.stats.schema_versions == 1
+    assert rig.dead_letters() == []
+
+
 def test_a_schema_the_registry_refuses_outright_sends_records_to_the_dead_letter_topic() -> None:
     rig = Rig(BOOKS)
     rig.registry.outcome = SchemaRejected("refused as invalid")
