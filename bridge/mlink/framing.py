@@ -86,9 +86,8 @@ def iter_frames(payload: bytes, max_message: int = DEFAULT_MAX_MESSAGE) -> Itera
     while pos < end:
         header = header_at(payload, pos)
         if header is None:
-            if _tail_or_error(payload, pos, end):
-                return
-            continue  # pragma: no cover - _tail_or_error returns True or raises
+            _end_or_raise(payload, pos, end)
+            return
         kind, number, length = header.groups()
         size = int(length)
         if size > max_message:
@@ -105,15 +104,16 @@ def iter_frames(payload: bytes, max_message: int = DEFAULT_MAX_MESSAGE) -> Itera
         yield Frame(_KIND_NAMES[kind], int(number), payload[start:pos])
 
 
-def _tail_or_error(payload: bytes, pos: int, end: int) -> bool:
-    """At `pos`, no frame header: True when only trailing white space (or a lone CRLF, as the
-    sample clients' split() tolerates) is left, else the error that names what is wrong."""
+def _end_or_raise(payload: bytes, pos: int, end: int) -> None:
+    """At `pos`, no frame header: returns when only trailing white space (or a lone CRLF, as
+    the sample clients' split() tolerates) is left, else raises the error that names what is
+    wrong."""
     header = payload[pos : pos + HEADER_LEN]
     if header[:2] != FRAME_MARK and payload[pos:end].strip(_WHITESPACE) == b"":
-        return True
+        return
     if len(header) < HEADER_LEN:
         if header == FRAME_MARK:
-            return True
+            return
         raise TruncatedFrame(
             f"framed header cut short at offset {pos}: {len(header)} of {HEADER_LEN} bytes"
         )
