@@ -327,17 +327,11 @@ def _label(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-# The types `classify` makes something other than a DataRecord of.
-CONTROL_TYPES = frozenset(
-    {
-        "MLinkAdmin",
-        "MLinkStreamAck",
-        "MLinkSubscribeAck",
-        "MLinkStreamCheckPt",
-        "MLinkResponse",
-        "QueryResult",
-    }
-)
+# What `classify` makes of a type; every other type is a DataRecord.
+ADMIN_TYPE = "MLinkAdmin"
+ACK_TYPES = ("MLinkStreamAck", "MLinkSubscribeAck")
+CHECKPOINT_TYPES = ("MLinkStreamCheckPt", "MLinkResponse", "QueryResult")
+CONTROL_TYPES = frozenset({ADMIN_TYPE, *ACK_TYPES, *CHECKPOINT_TYPES})
 
 
 def parse_data_record(body: bytes) -> DataRecord | None:
@@ -370,9 +364,9 @@ def classify(doc: dict[str, Any], body: bytes) -> ServerMessage:
     header = doc["header"]
     mtyp: str = header["mTyp"]
     message: dict[str, Any] = doc["message"]
-    if mtyp == "MLinkAdmin":
+    if mtyp == ADMIN_TYPE:
         return AdminMessage(_text(message.get("state")), _text(message.get("detail")))
-    if mtyp in ("MLinkStreamAck", "MLinkSubscribeAck"):
+    if mtyp in ACK_TYPES:
         return Ack(
             mtyp,
             _text(message.get("msgName")),
@@ -380,7 +374,7 @@ def classify(doc: dict[str, Any], body: bytes) -> ServerMessage:
             _text(message.get("detail")),
             _label(message.get("queryLabel")),
         )
-    if mtyp in ("MLinkStreamCheckPt", "MLinkResponse", "QueryResult"):
+    if mtyp in CHECKPOINT_TYPES:
         state = _text(message.get("state"))
         if mtyp == "QueryResult" and not state:
             # REST answers end with QueryResult {"result": "Ok"}: the query is complete.
