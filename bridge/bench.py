@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from statistics import median
 
 import orjson
 
@@ -329,12 +330,6 @@ def bracketed_ratios(bridges: list[float], ceilings: list[float], produce: float
         rate / min((before + after) / 2, produce)
         for rate, before, after in zip(bridges, ceilings, ceilings[1:], strict=False)
     ]
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 async def run_bench(seconds: float, rate: float, pin: bool = True, runs: int = 3) -> int:

@@ -10,7 +10,6 @@ from bridge.bench import (
     Steal,
     _window,
     bracketed_ratios,
-    median,
     pin_threads,
     quantiles,
 )
@@ -76,9 +75,3 @@ def test_each_bridge_run_is_compared_with_the_ceilings_around_it() -> None:
     assert ratios == [21_000 / 35_000, 24_000 / 40_000]
     # a raw producer slower than the reader is the lower ceiling
     assert bracketed_ratios([10_000], [40_000, 40_000], 20_000) == [0.5]
-
-
-def test_median() -> None:
-    assert median([3.0, 1.0, 2.0]) == 2.0
-    assert median([4.0, 1.0, 3.0, 2.0]) == 2.5
-    assert median([7.0]) == 7.0
