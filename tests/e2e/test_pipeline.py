@@ -323,10 +323,13 @@ async def test_a_registry_that_hangs_holds_records_and_the_connection_stays_up(
     """A registry that accepts connections but never answers: registration runs off the event
     loop, so pings and reading go on; the records wait (latest per key) instead of being dead-
     lettered, and a shutdown with records still waiting exits 1."""
-    held: list[asyncio.StreamWriter] = []
+    over = asyncio.Event()
 
     async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)  # accept, read nothing, answer nothing
+        try:
+            await over.wait()  # accept, read nothing, answer nothing until the test is over
+        finally:
+            writer.close()  # also a connection accepted just as the server closed
 
     server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -362,10 +365,10 @@ async def test_a_registry_that_hangs_holds_records_and_the_connection_stays_up(
             dlq = read_topic(broker.bootstrap, "e5._dlq", 1)
             assert dlq.messages == []
     finally:
+        over.set()
         server.close()
-        for writer in held:
-            writer.close()
         await server.wait_closed()
+        await asyncio.sleep(0.1)  # the handlers close their connections
 
 
 class FlakyRegistry:
