@@ -8,6 +8,7 @@ from pathlib import Path
 from bridge.bench import (
     Result,
     Steal,
+    _spread,
     _window,
     bracketed_ratios,
     pin_threads,
@@ -75,3 +76,9 @@ def test_each_bridge_run_is_compared_with_the_ceilings_around_it() -> None:
     assert ratios == [21_000 / 35_000, 24_000 / 40_000]
     # a raw producer slower than the reader is the lower ceiling
     assert bracketed_ratios([10_000], [40_000, 40_000], 20_000) == [0.5]
+
+
+def test_the_summary_gives_the_median_and_every_figure_behind_it() -> None:
+    assert _spread([0.59, 0.64, 0.61], "{:.0%}") == "median 61% of 59%, 64%, 61%"
+    assert _spread([19.6, 14.3], "{:.1f}") == "median 17.0 of 19.6, 14.3"  # the mean of two
+    assert _spread([], "{:.1f}") == "none measured"
