@@ -16,7 +16,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -281,9 +281,20 @@ class Pipeline:
 
     # -- events -------------------------------------------------------------------------------
 
+    def handle_batch(self, events: Iterable[ConnectorEvent]) -> None:
+        """A websocket payload's events, in order. Its records arrived in one message: they
+        share one receive time (`bridge.recv_ns`), read once per payload."""
+        recv_ns = self._clock_ns()
+        record = self._record
+        for event in events:
+            if type(event) is Record:
+                record(event, recv_ns)
+            else:
+                self.handle(event)
+
     def handle(self, event: ConnectorEvent) -> None:
         if isinstance(event, Record):
-            self._record(event)
+            self._record(event, self._clock_ns())
         elif isinstance(event, SnapshotBegin):
             self.epochs[event.label] = self.epochs.get(event.label, 0) + 1
             self._completing.pop(event.label, None)  # superseded by the new snapshot
@@ -315,7 +326,7 @@ class Pipeline:
         elif isinstance(event, ProtocolViolation):
             self._dead_letter(event.raw, str(event.error), "protocol", "", "")
 
-    def _record(self, event: Record, held: Held | None = None) -> None:
+    def _record(self, event: Record, recv_ns: int, held: Held | None = None) -> None:
         # The hot path: one call per record, so lookups are kept local and nothing is
         # allocated that the record does not need.
         record = event.record
@@ -329,10 +340,10 @@ class Pipeline:
             if channel is not None:  # unknown types are counted as dead letters, not by name
                 stats.records_in[mtyp] = stats.records_in.get(mtyp, 0) + 1
             name = label or ""
-            recv_ns = self.last_record_ns[name] = self._clock_ns()
+            self.last_record_ns[name] = recv_ns
             epoch = self.epochs.get(name, 0)
         else:
-            recv_ns, epoch = held.recv_ns, held.epoch
+            epoch = held.epoch
         if channel is None:
             self._dead_letter(record.raw, f"unknown message type {mtyp}", "catalog", label, mtyp)
             return
@@ -517,7 +528,7 @@ class Pipeline:
         items = iter(list(held.items()))
         try:
             for _key, item in items:
-                self._record(item.event, item)
+                self._record(item.event, item.recv_ns, item)
         except BaseException:
             rest = dict(items)
             if rest:
@@ -916,12 +927,11 @@ async def _run(  # noqa: PLR0917 - run_bridge's body, split for the health serve
             await asyncio.sleep(0.02)
 
     async def read() -> None:
-        handle = pipeline.handle
+        handle = pipeline.handle_batch
         cap = settings.bridge_overflow_max_records
         held_cap = settings.bridge_held_max_records
         async for batch in connector.batches():
-            for event in batch:
-                handle(event)
+            handle(batch)
             if sink.overflowing >= cap:
                 await paused(_wait_for_room(sink, cap, connector))
             if pipeline.held >= held_cap:

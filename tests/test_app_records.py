@@ -15,6 +15,7 @@ from bridge.app import InlineJobs, Pipeline, _wait_for_room, subscription_specs
 from bridge.io.connector import ConnectionDown, ConnectionUp
 from bridge.io.policy import Failure
 from bridge.mlink.catalog import default_catalog
+from bridge.mlink.framing import encode_frame
 from bridge.mlink.messages import DataRecord
 from bridge.mlink.session import MLinkSession, Record, Subscription
 from bridge.settings import load_settings
@@ -80,7 +81,12 @@ COMPLETE = msg("MLinkStreamCheckPt", {"state": "Complete"})
 
 
 class Rig:
-    def __init__(self, subs: list[dict[str, Any]], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        subs: list[dict[str, Any]],
+        env: dict[str, str] | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
         self.settings = load_settings({"BRIDGE_SUBSCRIPTIONS": json.dumps(subs), **(env or {})})
         configs = self.settings.subscriptions()
         specs = subscription_specs(self.settings, configs, default_catalog())
@@ -100,12 +106,13 @@ class Rig:
             jobs=self.jobs,
             highwater=self.marks.get,
             on_fatal=self.fatal.append,
+            clock_ns=clock_ns,
         )
 
     def feed(self, payloads: Iterable[bytes]) -> None:
+        """As the bridge does: one payload's events at a time."""
         for payload in payloads:
-            for event in self.session.receive(payload):
-                self.pipeline.handle(event)
+            self.pipeline.handle_batch(self.session.receive(payload))
 
     def reconnect(self) -> None:
         """A new connection, as the connector makes one: a new session, subscribed afresh."""
@@ -478,3 +485,15 @@ def test_an_int_too_large_for_a_double_is_dead_lettered() -> None:
     (letter,) = rig.dead_letters()
     assert "OverflowError" in str(letter)
     assert [key for key, _ in rig.values("mlink.StockBookQuote")] == [b"AAPL-NMS-EQT"]
+
+
+def test_records_of_one_payload_share_its_receive_time_read_once() -> None:
+    reads = iter(range(1_000, 2_000))
+    rig = Rig(BOOKS, clock_ns=lambda: next(reads))
+    rig.feed([ADMIN, ACK, BEGIN, COMPLETE])
+    before = next(reads)
+    rig.feed([encode_frame(book("AAPL", 1.0)) + encode_frame(book("MSFT", 2.0)), book("IBM", 3.0)])
+    stamps = [dict(r.headers)["bridge.recv_ns"] for r in rig.sink.on("books")]
+    # one clock read for the two-record payload, one for the next payload
+    assert stamps == [str(before + 1), str(before + 1), str(before + 2)]
+    assert rig.pipeline.last_record_ns == {"b": before + 2}

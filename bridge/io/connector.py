@@ -179,7 +179,7 @@ class Connector:
             for event in batch:
                 yield event
 
-    async def batches(self) -> AsyncIterator[list[ConnectorEvent]]:
+    async def batches(self) -> AsyncIterator[Sequence[ConnectorEvent]]:
         """The events, a websocket payload's worth at a time: one await per payload, not one
         per record."""
         attempt = 0
@@ -286,7 +286,7 @@ class Connector:
                 await ws.close()
         return problems
 
-    async def _connection(self, attempt: int) -> AsyncIterator[list[ConnectorEvent]]:
+    async def _connection(self, attempt: int) -> AsyncIterator[Sequence[ConnectorEvent]]:
         try:
             creds = self.config.credentials()
         except BridgeError as exc:  # an unreadable JWT file, say: wait as for refused auth
@@ -305,21 +305,14 @@ class Connector:
             for request in session.data_to_send():
                 await ws.send(request)
             async for payload in ws:
-                batch: list[ConnectorEvent] = []
+                events = session.receive(payload)
+                watch.saw(events)
+                batch: Sequence[ConnectorEvent] = events
                 failed: _Failed | None = None
-                for event in session.receive(payload):
-                    watch.saw(event)
-                    if isinstance(event, AuthFailed):
-                        failed = _Failed(
-                            Failure.AUTH, f"MLink refused the credentials: {event.state}"
-                        )
-                        break
-                    if isinstance(event, ServerClosing):
-                        goodnight = True
-                    batch.append(event)
-                    if isinstance(event, SubscriptionEnded):
-                        detail = f"subscription {event.label} ended: {event.state}"
-                        failed = _Failed(Failure.PROTOCOL, detail)
+                for event in events:
+                    if type(event) is not Record:  # records, the usual events, pass as they are
+                        batch, failed, closing = _up_to_failure(events)
+                        goodnight = goodnight or closing
                         break
                 if batch:
                     yield batch
@@ -345,6 +338,30 @@ class Connector:
                     await ws.close()
 
 
+def _up_to_failure(
+    events: Sequence[Event],
+) -> tuple[list[ConnectorEvent], _Failed | None, bool]:
+    """The events to pass on, up to the first that ends the connection; that failure, if any;
+    and whether MLink said GoodNight among them. Refused credentials are not passed on; an
+    ended subscription is, then the connection ends."""
+    batch: list[ConnectorEvent] = []
+    goodnight = False
+    for event in events:
+        if isinstance(event, AuthFailed):
+            return (
+                batch,
+                _Failed(Failure.AUTH, f"MLink refused the credentials: {event.state}"),
+                goodnight,
+            )
+        if isinstance(event, ServerClosing):
+            goodnight = True
+        batch.append(event)
+        if isinstance(event, SubscriptionEnded):
+            detail = f"subscription {event.label} ended: {event.state}"
+            return batch, _Failed(Failure.PROTOCOL, detail), goodnight
+    return batch, None, goodnight
+
+
 def _closed_early(ws: ClientConnection) -> str:
     code, reason = ws.close_code, ws.close_reason or ""
     if code == CloseCode.POLICY_VIOLATION:
@@ -366,14 +383,19 @@ class _Watch:
         jwt_file = owner.config.jwt_file
         self._jwt_mtime = _mtime(jwt_file) if jwt_file else None
 
-    def saw(self, event: Event) -> None:
+    def saw(self, events: Sequence[Event]) -> None:
+        """One payload's events, all received now (one clock read per payload, not per record)."""
         now = self._owner._clock()
-        if isinstance(event, Record) and event.label is not None:
-            self._last_data[event.label] = now
-        elif isinstance(event, SnapshotComplete):
-            self._live_since[event.label] = now
-        elif isinstance(event, SnapshotBegin):
-            self._live_since.pop(event.label, None)
+        last_data = self._last_data
+        for event in events:
+            if type(event) is Record:
+                label = event.label
+                if label is not None:
+                    last_data[label] = now
+            elif isinstance(event, SnapshotComplete):
+                self._live_since[event.label] = now
+            elif isinstance(event, SnapshotBegin):
+                self._live_since.pop(event.label, None)
 
     def why_closed(self, ws: ClientConnection, goodnight: bool) -> tuple[Failure, str]:
         if self.stale is not None:

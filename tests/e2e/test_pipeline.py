@@ -581,14 +581,14 @@ async def test_a_reader_that_fails_still_flushes_what_it_produced(
 
             def break_after_a_while(p: Pipeline, s: KafkaSink, c: Connector) -> None:
                 seen.append((p, s, c))
-                real = p.handle
+                real = p.handle_batch
 
-                def handle(event: Any) -> None:
+                def handle_batch(events: Any) -> None:
                     if sum(p.stats.records_out.values()) >= 500:
                         raise RuntimeError("a bug in the record path")
-                    real(event)
+                    real(events)
 
-                p.handle = handle  # type: ignore[method-assign]
+                p.handle_batch = handle_batch  # type: ignore[method-assign]
 
             async with asyncio.timeout(60):
                 code = await run_bridge(settings, on_pipeline=break_after_a_while)

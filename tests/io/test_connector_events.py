@@ -1,0 +1,36 @@
+"""What the connector passes on from one payload's events, and what ends the connection."""
+
+from __future__ import annotations
+
+from bridge.io.connector import _up_to_failure
+from bridge.io.policy import Failure
+from bridge.mlink.messages import DataRecord
+from bridge.mlink.session import AuthFailed, Record, ServerClosing, SubscriptionEnded
+
+
+def record(n: int) -> Record:
+    return Record("b", DataRecord("StockBookQuote", {}, {"n": n}, b"{}"), False)
+
+
+def test_refused_credentials_end_the_batch_and_are_not_passed_on() -> None:
+    events = [record(1), ServerClosing("GoodNight", ""), AuthFailed("AuthError", "bad"), record(2)]
+    batch, failed, goodnight = _up_to_failure(events)
+    assert batch == events[:2]
+    assert failed is not None
+    assert failed.failure is Failure.AUTH
+    assert "AuthError" in str(failed)
+    assert goodnight
+
+
+def test_an_ended_subscription_is_passed_on_then_ends_the_connection() -> None:
+    ended = SubscriptionEnded("b", "Replaced", "newer query")
+    batch, failed, goodnight = _up_to_failure([record(1), ended, record(2)])
+    assert batch == [record(1), ended]
+    assert failed is not None
+    assert failed.failure is Failure.PROTOCOL
+    assert not goodnight
+
+
+def test_without_a_failure_every_event_passes() -> None:
+    events = [record(1), ServerClosing("GoodNight", ""), record(2)]
+    assert _up_to_failure(events) == (events, None, True)
