@@ -278,6 +278,7 @@ _IN_FLIGHT = frozenset({SubState.PENDING, SubState.ACKED, SubState.SNAPSHOT, Sub
 _BEGUN = frozenset({SubState.SNAPSHOT, SubState.ACTIVE})
 _DELIVERING = frozenset({SubState.LIVE, SubState.DONE})
 _WAITING = frozenset({SubState.PENDING, SubState.ACKED})
+_MAX_SPELLINGS = 1024  # message-type spellings remembered by MLinkSession._owner_of
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,6 +395,7 @@ class MLinkSession:
         for track in self._tracks.values():
             for name in track.sub.msg_names:
                 self._by_name.setdefault(name, []).append(track)
+        self._by_type: dict[str, list[_SubTrack]] = {}  # _by_name by type as received
 
     # -- public state -----------------------------------------------------------------------
 
@@ -630,7 +632,12 @@ class MLinkSession:
         the ack starts its snapshot) — so live updates of one subscription are not taken for
         the snapshot of another.
         """
-        tracks = self._by_name.get(record.mtyp.lower())
+        mtyp = record.mtyp
+        tracks = self._by_type.get(mtyp)
+        if tracks is None:  # first sight of this spelling: names match case-insensitively
+            tracks = self._by_name.get(mtyp.lower(), [])
+            if len(self._by_type) < _MAX_SPELLINGS:  # the names come off the wire: bounded
+                self._by_type[mtyp] = tracks
         if not tracks:
             return None
         if len(tracks) == 1:

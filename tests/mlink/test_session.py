@@ -16,6 +16,7 @@ from bridge.mlink.messages import (
     parse_stamp,
 )
 from bridge.mlink.session import (
+    _MAX_SPELLINGS,
     CONNECTION_TABLE,
     SUBSCRIPTION_TABLE,
     AdminInput,
@@ -576,3 +577,17 @@ def test_the_live_data_fast_path_is_the_tables_row() -> None:
         SubState.LIVE,
         SubAction.LIVE_RECORD,
     )
+
+
+def test_type_names_match_in_any_spelling_and_what_is_remembered_is_bounded() -> None:
+    session = MLinkSession([stream()])
+    session.connected()
+    feed(session, admin("LoggedOn"), ack(), checkpoint("Begin"), checkpoint("Complete"))
+    strays = [msg(f"Stray{i}", {"pkey": {}}) for i in range(_MAX_SPELLINGS + 10)]
+    assert all(e.label is None for e in feed(session, *strays))  # unsolicited, each remembered
+    for name in ("StockBookQuote", "STOCKBOOKQUOTE", "stockbookquote"):
+        body = {"pkey": AMZN, "bidPrice1": 1.0}
+        (event,) = feed(session, msg(name, body, sTim="2023-11-09 15:26:29.699590"))
+        assert isinstance(event, Record)
+        assert event.label == "q1"
+    assert len(session._by_type) <= _MAX_SPELLINGS
