@@ -243,9 +243,7 @@ class KafkaSink:
         self._overflow[ident] = record
 
     def _produce(self, record: OutRecord) -> bool:
-        producer = self._producer
-        if producer is None:
-            raise RuntimeError("KafkaSink.start() first")
+        producer = self._require()
         try:
             # Positional, in the binding's order (topic, value, key, partition, callback,
             # on_delivery, timestamp, headers): ~1.4 µs less per record than keywords. The
