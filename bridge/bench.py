@@ -192,18 +192,34 @@ async def raw_websocket(seconds: float, rate: float) -> Result:
         sim.stop()
 
 
-def raw_produce(bootstrap: str, count: int) -> Result:
+RAW_VALUE = b"x" * 300  # pre-serialized, about a record's size
+RAW_KEYS = [f"KEY-{i}-NMS-EQT".encode() for i in range(2000)]
+
+
+def _raw_sink(
+    bootstrap: str, name: str, queue_max_messages: int = 100_000
+) -> tuple[KafkaSink, str]:
+    """The bridge's sink on a new 3-partition topic, connected, with the topic's metadata and a
+    producer id (the first record waits ~1 s for all that: no measurement should)."""
     from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
-    topic = f"bench.raw.{time.time_ns()}"
+    topic = f"bench.{name}.{time.time_ns()}"
     ensure_topics(AdminClient({"bootstrap.servers": bootstrap}), [TopicSpec(topic, 3)])
-    sink = KafkaSink({"bootstrap.servers": bootstrap}, queue_max_messages=200_000)
+    sink = KafkaSink({"bootstrap.servers": bootstrap}, queue_max_messages=queue_max_messages)
     sink.start()
-    value = b"x" * 300
-    keys = [f"KEY-{i}-NMS-EQT".encode() for i in range(2000)]
     try:
-        sink.send(OutRecord(topic, b"warm-up", value))
+        sink.send(OutRecord(topic, b"warm-up", RAW_VALUE))
         sink.flush(30)
+    except BaseException:
+        sink.close()
+        raise
+    return sink, topic
+
+
+def raw_produce(bootstrap: str, count: int) -> Result:
+    sink, topic = _raw_sink(bootstrap, "raw", queue_max_messages=200_000)
+    value, keys = RAW_VALUE, RAW_KEYS
+    try:
         delivered = _window(sink.stats)
         started, steal = time.monotonic(), Steal()
         for i in range(count):
@@ -230,14 +246,8 @@ def raw_produce_paced(bootstrap: str, seconds: float, rate: float, windows: int)
     time it is produced (in ms, as the bridge stamps the source time); latency to the delivery
     report, measured as for the bridge, in `windows` consecutive windows of `seconds`.
     """
-    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
-
-    topic = f"bench.floor.{time.time_ns()}"
-    ensure_topics(AdminClient({"bootstrap.servers": bootstrap}), [TopicSpec(topic, 3)])
-    sink = KafkaSink({"bootstrap.servers": bootstrap})
-    sink.start()
-    value = b"x" * 300
-    keys = [f"KEY-{i}-NMS-EQT".encode() for i in range(2000)]
+    sink, topic = _raw_sink(bootstrap, "floor")
+    value, keys = RAW_VALUE, RAW_KEYS
     outcome: list[Result] = []
     sent = 0
     started = 0.0
@@ -262,10 +272,6 @@ def raw_produce_paced(bootstrap: str, seconds: float, rate: float, windows: int)
             time.sleep(0.001)
 
     try:
-        # Connected, with the topic's metadata and a producer id, before the clock starts (the
-        # first record waits ~1 s for all that, which would be the first window's p99).
-        sink.send(OutRecord(topic, b"warm-up", value))
-        sink.flush(30)
         started = time.monotonic()
         produce_for(0.5)
         for _ in range(windows):

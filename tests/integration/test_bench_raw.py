@@ -1,10 +1,10 @@
-"""The bench's latency floor against a real broker: what it measures, not how fast it is."""
+"""The bench's raw producers against a real broker: what they measure, not how fast it is."""
 
 from __future__ import annotations
 
 import pytest
 
-from bridge.bench import raw_produce_paced
+from bridge.bench import raw_produce, raw_produce_paced
 from bridge.embedded import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
@@ -19,3 +19,12 @@ def test_the_floor_measures_every_window_it_is_asked_for(broker: EmbeddedBroker)
         assert result.p99_ms is not None
         assert 0 <= result.p50_ms <= result.p99_ms
         assert result.cpu is not None
+
+
+def test_the_produce_ceiling_reports_its_rate_and_latency(broker: EmbeddedBroker) -> None:
+    result = raw_produce(broker.bootstrap, 3_000)
+    assert result.name == "ceiling 2: raw produce (pre-serialized)"
+    assert result.rate > 0
+    assert result.p50_ms is not None
+    assert result.p99_ms is not None
+    assert 0 <= result.p50_ms <= result.p99_ms
