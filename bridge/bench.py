@@ -11,7 +11,9 @@ where the absolute numbers do not (shared CI machines are noisy):
   second, the bridge's CPU, and the latency from each record's source timestamp to its delivery
   report (live records only; exact p50 and p99 of every delivery in the window);
 * the transform+encode stage alone, on one core;
-* latency at a fixed 10k records/s offered by the simulator, in three consecutive windows.
+* latency at a fixed 10k records/s offered by the simulator, in three consecutive windows,
+  beside two floors measured the same way without the bridge: the simulator to a raw reader
+  (source time to the payload's arrival) and a raw producer to the broker's ack.
 
 Every line says how much CPU the host stole from the bench's cores meanwhile (on a shared
 VM, the usual cause of a slow run or a long tail); the summary gives medians and every figure
@@ -28,8 +30,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from statistics import median
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -37,12 +41,16 @@ from bridge.app import Pipeline, run_bridge
 from bridge.embedded import EmbeddedBroker, free_port, wait_for_port
 from bridge.io.connector import Connector
 from bridge.mlink.catalog import default_catalog
+from bridge.mlink.framing import iter_messages
 from bridge.settings import load_settings
 from bridge.simulator.market import Market
 from bridge.sink.avro import SchemaHistory
 from bridge.sink.kafka import KafkaSink, OutRecord, SinkStats
 from bridge.sink.topics import TopicSpec, ensure_topics
 from transforms import TransformOptions, compile_plan
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
 
 TYPES = ("StockBookQuote", "StockPrint", "OptionNbboQuote")
 SAT = "bridge: simulator -> Kafka"
@@ -166,12 +174,14 @@ def quantiles(samples: list[float]) -> tuple[float | None, float | None]:
     return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-async def raw_websocket(seconds: float, rate: float) -> Result:
-    import websockets  # noqa: PLC0415 - the bench reads the wire directly on purpose
+@contextlib.asynccontextmanager
+async def _raw_reader(rate: float) -> AsyncIterator[ClientConnection]:
+    """A websocket to a new simulator offering `rate` updates/s, streaming the bench's types."""
+    from websockets.asyncio.client import connect  # noqa: PLC0415 - the bench reads the wire
 
     sim = _SimulatorProcess(rate)
     try:
-        async with websockets.connect(
+        async with connect(
             sim.url(),
             additional_headers={"Authorization": "Bearer demo-key"},
             max_size=None,
@@ -180,16 +190,50 @@ async def raw_websocket(seconds: float, rate: float) -> Result:
             for name in TYPES:
                 msg = {"queryLabel": name, "activeLatency": 0, "msgName": name}
                 await ws.send(orjson.dumps({"header": {"mTyp": "MLinkStream"}, "message": msg}))
-            count, started, steal = 0, time.monotonic(), Steal()
-            while (elapsed := time.monotonic() - started) < seconds:
-                payload = await ws.recv()
-                assert isinstance(payload, bytes)
-                count += payload.count(b"\r\nJ")
+            yield ws
+    finally:
+        sim.stop()
+
+
+async def raw_websocket(seconds: float, rate: float) -> Result:
+    async with _raw_reader(rate) as ws:
+        count, started, steal = 0, time.monotonic(), Steal()
+        while (elapsed := time.monotonic() - started) < seconds:
+            payload = await ws.recv()
+            assert isinstance(payload, bytes)
+            count += payload.count(b"\r\nJ")
         return Result(
             "ceiling 1: raw websocket read (discard)", count / elapsed, steal=steal.fraction()
         )
-    finally:
-        sim.stop()
+
+
+async def raw_websocket_paced(seconds: float, rate: float, windows: int) -> list[Result]:
+    """The input side's latency floor: a raw reader of the simulator at `rate`, latency from
+    each live record's source time (in ms, as the bridge stamps it) to the moment its payload
+    was read, in `windows` consecutive windows of `seconds`."""
+    outcome: list[Result] = []
+    async with _raw_reader(rate) as ws:
+        until = time.monotonic() + 1.0  # past the snapshot
+        while time.monotonic() < until:
+            await ws.recv()
+        for _ in range(windows):
+            samples: list[float] = []
+            count, started, cpu, steal = 0, time.monotonic(), time.process_time(), Steal()
+            while (elapsed := time.monotonic() - started) < seconds:
+                payload = await ws.recv()
+                now_ms = time.time_ns() / 1e6
+                assert isinstance(payload, bytes)
+                for frame in iter_messages(payload, framed=True):
+                    message = orjson.loads(frame.body).get("message", {})
+                    src = message.get("srcTimestamp") or message.get("prtTimestamp")
+                    count += 1
+                    if isinstance(src, int):
+                        samples.append(now_ms - src // 1_000_000)
+            p50, p99 = quantiles(samples)
+            used = (time.process_time() - cpu) / elapsed
+            name = f"floor: raw websocket read at {rate / 1000:g}k records/s"
+            outcome.append(Result(name, count / elapsed, p50, p99, used, steal.fraction()))
+    return outcome
 
 
 RAW_VALUE = b"x" * 300  # pre-serialized, about a record's size
@@ -435,6 +479,7 @@ async def run_bench(seconds: float, rate: float, pin: bool = True, runs: int = 3
         for _ in range(runs):
             saturated += [show(r) for r in await bridge(broker.bootstrap, seconds, rate, SAT)]
             ceilings.append(show(await raw_websocket(seconds, rate)))
+        read_floor = [show(r) for r in await raw_websocket_paced(seconds, AT_RATE, runs)]
         floor = [
             show(r)
             for r in await asyncio.to_thread(
@@ -449,11 +494,14 @@ async def run_bench(seconds: float, rate: float, pin: bool = True, runs: int = 3
     ratios = bracketed_ratios([r.rate for r in saturated], [r.rate for r in ceilings], produce.rate)
     p99s = [r.p99_ms for r in at_10k if r.p99_ms is not None]
     floors = [r.p99_ms for r in floor if r.p99_ms is not None]
+    read_floors = [r.p99_ms for r in read_floor if r.p99_ms is not None]
     print(
         f"\nbridge / lower ceiling: {_spread(ratios, '{:.0%}')} (target >= 60%)"
         f"\ntransform+encode {stage.rate:,.0f}/s (target >= 150k/s on one core)"
         f"\np99 at 10k/s offered: {_spread(p99s, '{:.1f}')} ms (target < 20 ms)"
-        f"\n  no bridge, the broker alone at 10k/s (floor): p99 {_spread(floors, '{:.1f}')} ms"
+        f"\n  without the bridge (floors): simulator -> raw reader, p99 "
+        f"{_spread(read_floors, '{:.1f}')} ms; raw producer -> broker ack, p99 "
+        f"{_spread(floors, '{:.1f}')} ms"
     )
     noisy = [r.name for r in lines if (r.steal or 0) > STEAL_NOTE]
     if noisy:
