@@ -1,4 +1,5 @@
-"""The bench's raw producers against a real broker: what they measure, not how fast it is."""
+"""The bench's raw readers and producers against the simulator and a real broker: what they
+measure, not how fast it is."""
 
 from __future__ import annotations
 

@@ -584,7 +584,7 @@ def test_type_names_match_in_any_spelling_and_what_is_remembered_is_bounded() ->
     session.connected()
     feed(session, admin("LoggedOn"), ack(), checkpoint("Begin"), checkpoint("Complete"))
     strays = [msg(f"Stray{i}", {"pkey": {}}) for i in range(_MAX_SPELLINGS + 10)]
-    assert all(e.label is None for e in feed(session, *strays))  # unsolicited, each remembered
+    assert all(e.label is None for e in feed(session, *strays))  # unsolicited; 1024 remembered
     for name in ("StockBookQuote", "STOCKBOOKQUOTE", "stockbookquote"):
         body = {"pkey": AMZN, "bidPrice1": 1.0}
         (event,) = feed(session, msg(name, body, sTim="2023-11-09 15:26:29.699590"))
