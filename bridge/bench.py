@@ -118,6 +118,23 @@ class Steal:
         return (ticks - self.ticks) / os.sysconf("SC_CLK_TCK") / elapsed / len(self.cores)
 
 
+class _Window:
+    """One measuring window: from its opening, the wall time, this process's CPU and the
+    host's steal; `result` turns a count and the latencies seen into a bench line."""
+
+    def __init__(self) -> None:
+        self.started, self.cpu, self.steal = time.monotonic(), time.process_time(), Steal()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def result(self, name: str, count: int, samples: list[float]) -> Result:
+        elapsed = self.elapsed()
+        used = (time.process_time() - self.cpu) / elapsed
+        p50, p99 = quantiles(samples)
+        return Result(name, count / elapsed, p50, p99, used, self.steal.fraction())
+
+
 class _SimulatorProcess:
     cores: set[int] | None = None  # where the simulator runs, when the bench pins processes
 
@@ -218,8 +235,8 @@ async def raw_websocket_paced(seconds: float, rate: float, windows: int) -> list
             await ws.recv()
         for _ in range(windows):
             samples: list[float] = []
-            count, started, cpu, steal = 0, time.monotonic(), time.process_time(), Steal()
-            while (elapsed := time.monotonic() - started) < seconds:
+            count, window = 0, _Window()
+            while window.elapsed() < seconds:
                 payload = await ws.recv()
                 now_ms = time.time_ns() / 1e6
                 assert isinstance(payload, bytes)
@@ -229,10 +246,8 @@ async def raw_websocket_paced(seconds: float, rate: float, windows: int) -> list
                     count += 1
                     if isinstance(src, int):
                         samples.append(now_ms - src // 1_000_000)
-            p50, p99 = quantiles(samples)
-            used = (time.process_time() - cpu) / elapsed
             name = f"floor: raw websocket read at {rate / 1000:g}k records/s"
-            outcome.append(Result(name, count / elapsed, p50, p99, used, steal.fraction()))
+            outcome.append(window.result(name, count, samples))
     return outcome
 
 
@@ -319,15 +334,11 @@ def raw_produce_paced(bootstrap: str, seconds: float, rate: float, windows: int)
         started = time.monotonic()
         produce_for(0.5)
         for _ in range(windows):
-            delivered = _window(sink.stats)
-            begun, cpu, steal = time.monotonic(), time.process_time(), Steal()
+            delivered, window = _window(sink.stats), _Window()
             produce_for(seconds)
-            elapsed = time.monotonic() - begun
-            p50, p99 = quantiles(sink.stats.latency_samples or [])
-            done = (sink.stats.delivered - delivered) / elapsed
-            used = (time.process_time() - cpu) / elapsed
+            done = sink.stats.delivered - delivered
             name = f"floor: raw produce at {rate / 1000:g}k records/s"
-            outcome.append(Result(name, done, p50, p99, used, steal.fraction()))
+            outcome.append(window.result(name, done, sink.stats.latency_samples or []))
         return outcome
     finally:
         sink.close()
@@ -366,14 +377,10 @@ async def bridge(
             sink = parts[0][1]
             await asyncio.sleep(1.0)  # past the snapshot's deliveries
             for _ in range(windows):
-                delivered = _window(sink.stats)
-                started, cpu, steal = time.monotonic(), time.process_time(), Steal()
+                delivered, window = _window(sink.stats), _Window()
                 await asyncio.sleep(seconds)
-                elapsed = time.monotonic() - started
-                used = (time.process_time() - cpu) / elapsed
-                p50, p99 = quantiles(sink.stats.latency_samples or [])
-                rate = (sink.stats.delivered - delivered) / elapsed
-                outcome.append(Result(name, rate, p50, p99, used, steal.fraction()))
+                done = sink.stats.delivered - delivered
+                outcome.append(window.result(name, done, sink.stats.latency_samples or []))
             stop.set()
 
         watcher = asyncio.create_task(measure())
