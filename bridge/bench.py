@@ -228,6 +228,11 @@ async def raw_websocket_paced(seconds: float, rate: float, windows: int) -> list
     """The input side's latency floor: a raw reader of the simulator at `rate`, latency from
     each live record's source time (in ms, as the bridge stamps it) to the moment its payload
     was read, in `windows` consecutive windows of `seconds`."""
+    catalog = default_catalog()
+    src_field = {  # each type's source time, as the bridge's plan finds it
+        name: compile_plan(catalog.get(name), TransformOptions(), catalog).src_field  # type: ignore[arg-type]
+        for name in TYPES
+    }
     outcome: list[Result] = []
     async with _raw_reader(rate) as ws:
         until = time.monotonic() + 1.0  # past the snapshot
@@ -241,8 +246,9 @@ async def raw_websocket_paced(seconds: float, rate: float, windows: int) -> list
                 now_ms = time.time_ns() / 1e6
                 assert isinstance(payload, bytes)
                 for frame in iter_messages(payload, framed=True):
-                    message = orjson.loads(frame.body).get("message", {})
-                    src = message.get("srcTimestamp") or message.get("prtTimestamp")
+                    doc = orjson.loads(frame.body)
+                    field = src_field.get(doc["header"]["mTyp"])
+                    src = doc["message"].get(field) if field else None
                     count += 1
                     if isinstance(src, int):
                         samples.append(now_ms - src // 1_000_000)
