@@ -306,14 +306,11 @@ class Connector:
                 await ws.send(request)
             async for payload in ws:
                 events = session.receive(payload)
-                watch.saw(events)
                 batch: Sequence[ConnectorEvent] = events
                 failed: _Failed | None = None
-                for event in events:
-                    if type(event) is not Record:  # records, the usual events, pass as they are
-                        batch, failed, closing = _up_to_failure(events)
-                        goodnight = goodnight or closing
-                        break
+                if not watch.saw(events):  # not only records, which pass as they are
+                    batch, failed, closing = _up_to_failure(events)
+                    goodnight = goodnight or closing
                 if batch:
                     yield batch
                 if failed is not None:
@@ -383,19 +380,25 @@ class _Watch:
         jwt_file = owner.config.jwt_file
         self._jwt_mtime = _mtime(jwt_file) if jwt_file else None
 
-    def saw(self, events: Sequence[Event]) -> None:
-        """One payload's events, all received now (one clock read per payload, not per record)."""
+    def saw(self, events: Sequence[Event]) -> bool:
+        """One payload's events, all received now (one clock read per payload, not per record).
+        Returns whether they were all records: then the connector has nothing to decide (one
+        pass over a payload's records, not two)."""
         now = self._owner._clock()
         last_data = self._last_data
+        only_records = True
         for event in events:
             if type(event) is Record:
                 label = event.label
                 if label is not None:
                     last_data[label] = now
-            elif isinstance(event, SnapshotComplete):
+                continue
+            only_records = False
+            if isinstance(event, SnapshotComplete):
                 self._live_since[event.label] = now
             elif isinstance(event, SnapshotBegin):
                 self._live_since.pop(event.label, None)
+        return only_records
 
     def why_closed(self, ws: ClientConnection, goodnight: bool) -> tuple[Failure, str]:
         if self.stale is not None:

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from bridge.io.connector import _up_to_failure
+from types import SimpleNamespace
+from typing import Any
+
+from bridge.io.connector import _up_to_failure, _Watch
 from bridge.io.policy import Failure
 from bridge.mlink.messages import DataRecord
-from bridge.mlink.session import AuthFailed, Record, ServerClosing, SubscriptionEnded
+from bridge.mlink.session import (
+    AuthFailed,
+    Record,
+    ServerClosing,
+    SnapshotBegin,
+    SubscriptionEnded,
+)
 
 
 def record(n: int) -> Record:
@@ -34,3 +43,13 @@ def test_an_ended_subscription_is_passed_on_then_ends_the_connection() -> None:
 def test_without_a_failure_every_event_passes() -> None:
     events = [record(1), ServerClosing("GoodNight", ""), record(2)]
     assert _up_to_failure(events) == (events, None, True)
+
+
+def test_the_watch_says_whether_a_payload_held_only_records() -> None:
+    owner: Any = SimpleNamespace(
+        subscriptions=[], config=SimpleNamespace(jwt_file=None), _clock=lambda: 7.0
+    )
+    watch = _Watch(owner, None, None)  # type: ignore[arg-type]
+    assert watch.saw([record(1), record(2)])
+    assert not watch.saw([record(3), SnapshotBegin("b")])
+    assert not watch.saw([ServerClosing("GoodNight", "")])
