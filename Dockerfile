@@ -16,12 +16,12 @@ COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 COPY transforms ./transforms
 
-# Every dependency ships a manylinux wheel; only the bridge's own extension is compiled. The
-# import check fails the build if it was not (the install would fall back to Python silently).
+# Every dependency ships a manylinux wheel; only the bridge's own extensions are compiled. The
+# import check fails the build if one was not (the install would fall back to Python silently).
 RUN python -m venv /opt/venv \
     && python -m pip wheel --no-cache-dir --no-deps --wheel-dir /dist . \
     && /opt/venv/bin/pip install --no-cache-dir /dist/*.whl \
-    && /opt/venv/bin/python -c "import bridge.sink._avro_native" \
+    && /opt/venv/bin/python -c "import bridge.sink._avro_native, bridge.mlink._framing_native" \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 

@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 .PHONY: venv demo simulate test lint format clean
 
 # The C extension is built by the install: a change to its source installs again.
-$(STAMP): pyproject.toml bridge/sink/_avro_native.c
+$(STAMP): pyproject.toml bridge/sink/_avro_native.c bridge/mlink/_framing_native.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

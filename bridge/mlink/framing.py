@@ -14,10 +14,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from enum import StrEnum
+from types import ModuleType
+from typing import NamedTuple
 
-from bridge.errors import GarbledFrame, OversizedFrame, TruncatedFrame
+from bridge.errors import FramingError, GarbledFrame, OversizedFrame, TruncatedFrame
+
+_native: ModuleType | None
+try:  # the splitter's fast path in C (bridge/mlink/_framing_native.c), when it is built
+    import bridge.mlink._framing_native as _native
+except ImportError:  # pragma: no cover - the install could not compile it
+    _native = None
 
 FRAME_MARK = b"\r\n"
 HEADER_LEN = 14
@@ -39,9 +46,8 @@ class WireForm(StrEnum):
     PROTO = "proto"  # framed protobuf
 
 
-# Not frozen: one is made per record, and a frozen dataclass takes ~5x longer to build.
-@dataclass(slots=True)
-class Frame:
+# A tuple: one is made per record, and the C splitter builds it directly.
+class Frame(NamedTuple):
     """One message taken out of a payload: J (JSON) or P (protobuf), its number, its body."""
 
     kind: str
@@ -74,14 +80,28 @@ def is_framed(payload: bytes) -> bool:
     )
 
 
-def iter_frames(payload: bytes, max_message: int = DEFAULT_MAX_MESSAGE) -> Iterator[Frame]:
-    """Yield the framed messages in a payload in order.
-
-    Raises at the first bad header; frames before it have been yielded already, so nothing
-    good is lost. Trailing ASCII whitespace after the last frame is ignored.
-    """
-    end = len(payload)
+def split_frames(
+    payload: bytes, max_message: int = DEFAULT_MAX_MESSAGE
+) -> tuple[list[Frame], FramingError | None]:
+    """The framed messages of a payload, in order, and the error that stopped the split (None
+    when the whole payload was read). The frames before a bad header are all there: nothing
+    good is lost. Trailing ASCII whitespace after the last frame is ignored."""
+    frames: list[Frame] = []
     pos = 0
+    if _native is not None:
+        frames, pos = _native.split(Frame, payload, max_message)
+        if pos == len(payload):
+            return frames, None
+    try:
+        _split_python(payload, max_message, pos, frames)
+    except FramingError as exc:
+        return frames, exc
+    return frames, None
+
+
+def _split_python(payload: bytes, max_message: int, pos: int, frames: list[Frame]) -> None:
+    """Append the frames from `pos` on; raise at the first thing that is not one."""
+    end = len(payload)
     header_at = _HEADER.match
     while pos < end:
         header = header_at(payload, pos)
@@ -101,7 +121,16 @@ def iter_frames(payload: bytes, max_message: int = DEFAULT_MAX_MESSAGE) -> Itera
                 f"framed message at offset {start - HEADER_LEN} announces {size} bytes, "
                 f"{end - start} remain"
             )
-        yield Frame(_KIND_NAMES[kind], int(number), payload[start:pos])
+        frames.append(Frame(_KIND_NAMES[kind], int(number), payload[start:pos]))
+
+
+def iter_frames(payload: bytes, max_message: int = DEFAULT_MAX_MESSAGE) -> Iterator[Frame]:
+    """Yield the framed messages in a payload in order, then raise the error that stopped the
+    split, if any (see split_frames)."""
+    frames, error = split_frames(payload, max_message)
+    yield from frames
+    if error is not None:
+        raise error
 
 
 def _end_or_raise(payload: bytes, pos: int, end: int) -> None:
@@ -120,14 +149,15 @@ def _end_or_raise(payload: bytes, pos: int, end: int) -> None:
     raise GarbledFrame(f"bad framed header at offset {pos}: {bytes(header)!r}")
 
 
-def iter_messages(
+def split_messages(
     payload: bytes | str,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
     max_message: int = DEFAULT_MAX_MESSAGE,
     *,
     framed: bool | None = None,
-) -> Iterator[Frame]:
-    """Yield every message in a websocket payload, framed or plain JSON.
+) -> tuple[list[Frame], FramingError | None]:
+    """Every message in a websocket payload, framed or plain JSON, and the error that stopped
+    the split (None when the whole payload was read); the messages before it are all there.
 
     A plain JSON payload is one message (kind J, number 0). Text payloads are UTF-8 encoded.
     `framed` True parses strictly as framed (a framed endpoint: a bad header is GarbledFrame),
@@ -135,16 +165,34 @@ def iter_messages(
     """
     data = payload.encode() if isinstance(payload, str) else payload
     if len(data) > max_payload:
-        raise OversizedFrame(f"payload of {len(data)} bytes exceeds the limit of {max_payload}")
+        error = f"payload of {len(data)} bytes exceeds the limit of {max_payload}"
+        return [], OversizedFrame(error)
     if framed or (framed is None and is_framed(data)):
-        yield from iter_frames(data, max_message)
-        return
+        return split_frames(data, max_message)
     # Plain JSON: normally one object; objects separated by CRLF are taken one by one, as the
     # documented sample client does (JSON text never holds a raw CR or LF inside a string).
+    frames: list[Frame] = []
     parts = data.split(FRAME_MARK) if FRAME_MARK in data else [data]
     for part in parts:
         body = part.strip(_WHITESPACE)
         if len(body) > max_message:
-            raise OversizedFrame(f"message of {len(body)} bytes exceeds the limit of {max_message}")
+            error = f"message of {len(body)} bytes exceeds the limit of {max_message}"
+            return frames, OversizedFrame(error)
         if body:
-            yield Frame("J", 0, body)
+            frames.append(Frame("J", 0, body))
+    return frames, None
+
+
+def iter_messages(
+    payload: bytes | str,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+    max_message: int = DEFAULT_MAX_MESSAGE,
+    *,
+    framed: bool | None = None,
+) -> Iterator[Frame]:
+    """Yield every message in a websocket payload, then raise the error that stopped the
+    split, if any (see split_messages)."""
+    frames, error = split_messages(payload, max_payload, max_message, framed=framed)
+    yield from frames
+    if error is not None:
+        raise error

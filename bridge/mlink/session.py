@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from bridge.errors import BridgeError, FramingError, MessageError, ProtocolError
+from bridge.errors import BridgeError, MessageError, ProtocolError
 from bridge.mlink import framing
 from bridge.mlink.framing import WireForm
 from bridge.mlink.messages import (
@@ -455,27 +455,27 @@ class MLinkSession:
         """Feed one websocket payload; returns the events it produced, in order."""
         events: list[Event] = []
         data = payload.encode() if isinstance(payload, str) else payload
-        try:
-            for frame in framing.iter_messages(
-                data,
-                self._limits.max_payload,
-                self._limits.max_message,
-                framed=True if self._form is not WireForm.JSON else None,
-            ):
-                if frame.kind == "J":
-                    self._receive_body(frame.body, events)
-                elif self._codec is None:
-                    error = MessageError("protobuf message on a JSON session")
-                    events.append(ProtocolViolation(error, frame.body))
-                else:
-                    try:
-                        msg = self._codec.decode(frame.number, frame.body)
-                    except MessageError as exc:
-                        events.append(ProtocolViolation(exc, frame.body))
-                        continue
-                    self._dispatch(msg, frame.body, events)
-        except FramingError as exc:
-            events.append(ProtocolViolation(exc, data))
+        frames, error = framing.split_messages(
+            data,
+            self._limits.max_payload,
+            self._limits.max_message,
+            framed=True if self._form is not WireForm.JSON else None,
+        )
+        for frame in frames:
+            if frame.kind == "J":
+                self._receive_body(frame.body, events)
+            elif self._codec is None:
+                violation = MessageError("protobuf message on a JSON session")
+                events.append(ProtocolViolation(violation, frame.body))
+            else:
+                try:
+                    msg = self._codec.decode(frame.number, frame.body)
+                except MessageError as exc:
+                    events.append(ProtocolViolation(exc, frame.body))
+                    continue
+                self._dispatch(msg, frame.body, events)
+        if error is not None:
+            events.append(ProtocolViolation(error, data))
         return events
 
     # -- internals ----------------------------------------------------------------------------

@@ -112,9 +112,9 @@ def test_multi_stage_on_a_pinned_slim_base() -> None:
     assert final.name is None or final.name != "builder"
 
 
-def test_the_builder_fails_without_the_c_extension() -> None:
+def test_the_builder_fails_without_the_c_extensions() -> None:
     run = " ".join(stages()[0].all("RUN"))
-    assert 'python -c "import bridge.sink._avro_native"' in run
+    assert 'python -c "import bridge.sink._avro_native, bridge.mlink._framing_native"' in run
 
 
 def test_final_stage_copies_only_the_venv_from_the_builder() -> None:

@@ -1,13 +1,35 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.errors import GarbledFrame, OversizedFrame, TruncatedFrame
-from bridge.mlink.framing import Frame, encode_frame, iter_frames, iter_messages
+from bridge.errors import FramingError, GarbledFrame, OversizedFrame, TruncatedFrame
+from bridge.mlink import framing
+from bridge.mlink.framing import (
+    Frame,
+    encode_frame,
+    iter_frames,
+    iter_messages,
+    split_frames,
+    split_messages,
+)
+
+BUILT = framing._native
+
+
+@pytest.fixture(scope="module", autouse=True, params=["python", "native"])
+def splitter(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs against both splitters: the C fast path and the Python one."""
+    if request.param == "native" and BUILT is None:
+        pytest.fail("the C extension bridge.mlink._framing_native is not built")
+    framing._native = BUILT if request.param == "native" else None
+    yield request.param
+    framing._native = BUILT
+
 
 # Golden bytes: the REST docs frame OptionNbboQuote as J02745 + 6-digit length; the protobuf
 # sample sends MLinkQuery as P03310; the JSON sample client sends number 00000.
@@ -157,3 +179,49 @@ def test_framed_endpoint_is_strict_about_headers() -> None:
 def test_twenty_thousand_frames_in_one_payload() -> None:
     payload = encode_frame(b"{}") * 20_000
     assert sum(1 for _ in iter_frames(payload)) == 20_000
+
+
+def test_split_keeps_the_frames_before_an_error_and_returns_it() -> None:
+    good = encode_frame(b'{"a":1}', 7) + encode_frame(b"\x00\r\n", 8, "P")
+    frames, error = split_frames(good + b"\r\nJ00001000009{}")
+    assert frames == [Frame("J", 7, b'{"a":1}'), Frame("P", 8, b"\x00\r\n")]
+    assert isinstance(error, TruncatedFrame)
+    assert str(error) == "framed message at offset 38 announces 9 bytes, 2 remain"
+    frames, error = split_messages(good + b"\r\nJ00001000002{}", max_message=1)
+    assert frames == []
+    assert isinstance(error, OversizedFrame)
+    assert str(error) == "framed message at offset 0 is 7 bytes; the limit is 1"
+
+
+def test_split_messages_refuses_an_oversized_payload_whole() -> None:
+    frames, error = split_messages(encode_frame(b"{}") * 3, max_payload=20)
+    assert frames == []
+    assert isinstance(error, OversizedFrame)
+
+
+def _python_split(payload: bytes, max_message: int) -> tuple[list[Frame], FramingError | None]:
+    native, framing._native = framing._native, None
+    try:
+        return split_frames(payload, max_message)
+    finally:
+        framing._native = native
+
+
+# Bytes around frame headers: good frames, headers with a bad byte, cuts, white space.
+piece_st = st.one_of(
+    frame_st.map(lambda f: encode_frame(f.body, f.number, f.kind)),
+    st.sampled_from([b"\r\n", b" \t\r\n", b"\r\nX0000000000", b"\r\nJ0000a000001x"]),
+    st.binary(max_size=20),
+)
+
+
+@given(st.lists(piece_st, max_size=6), st.integers(0, 400))
+def test_both_splitters_agree_on_any_payload(pieces: list[bytes], max_message: int) -> None:
+    """The C splitter stands for the Python one: same frames, same error, same words."""
+    payload = b"".join(pieces)
+    frames, error = split_frames(payload, max_message)
+    expected, expected_error = _python_split(payload, max_message)
+    assert frames == expected
+    assert all(type(f) is Frame for f in frames)
+    assert type(error) is type(expected_error)
+    assert str(error) == str(expected_error)
