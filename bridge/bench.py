@@ -16,8 +16,10 @@ where the absolute numbers do not (shared CI machines are noisy):
   (source time to the payload's arrival) and a raw producer to the broker's ack.
 
 Every line says how much CPU the host stole from the bench's cores meanwhile (on a shared
-VM, the usual cause of a slow run or a long tail); the summary gives medians and every figure
-behind them.
+VM, the usual cause of a slow run or a long tail) and, when processes are pinned, how busy the
+core of the simulator and the broker was (a saturated bridge run where that core is full and the
+bridge's is not was held back by its source); the summary gives medians and every figure behind
+them.
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ class Result:
     p99_ms: float | None = None
     cpu: float | None = None  # the bridge process's CPU use, in cores
     steal: float | None = None  # share of the bench's CPU the hypervisor took meanwhile
+    # How busy the core of the simulator and the broker was (pinned runs): near 100% while the
+    # bridge has room on its own core says the source side, not the bridge, set the rate.
+    source_busy: float | None = None
 
     def line(self) -> str:
         latency = ""
@@ -74,6 +79,8 @@ class Result:
             latency = f"   p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms"
         if self.cpu is not None:
             latency += f", {self.cpu:.0%} of a core"
+        if self.source_busy is not None:
+            latency += f", simulator+broker core {self.source_busy:.0%} busy"
         if self.steal is not None:
             latency += f", steal {self.steal:.1%}"
         return f"{self.name:<42} {self.rate:>10,.0f} records/s{latency}"
@@ -87,7 +94,8 @@ class Steal:
     """CPU time a virtual machine's host took from these cores ("steal" in /proc/stat), over a
     window: on a shared VM it explains a slow run or a latency tail. None where not measurable.
     By default every core the bench may use: the simulator and the broker run on one, the bridge
-    on another."""
+    on another. `busy()` is the other reading of the same window: how much of these cores'
+    time was not idle."""
 
     def __init__(self, cores: set[int] | None = None, stat: str = "/proc/stat") -> None:
         self.cores = cores if cores is not None else set(BENCH_CORES)
@@ -95,27 +103,39 @@ class Steal:
         self.started = time.monotonic()
         self.ticks = self._ticks()
 
-    def _ticks(self) -> int | None:
+    def _ticks(self) -> tuple[int, int, int] | None:
+        """Steal, idle (with iowait) and all ticks of these cores so far."""
         try:
             with open(self.stat) as f:
                 lines = f.read().splitlines()
         except OSError:
             return None
-        total = 0
+        steal = idle = total = 0
         for line in lines:
             fields = line.split()
             if not fields or not fields[0].startswith("cpu") or fields[0] == "cpu":
                 continue
             if int(fields[0][3:]) in self.cores and len(fields) > 8:
-                total += int(fields[8])
-        return total
+                # user nice system idle iowait irq softirq steal [guest guest_nice, in user]
+                ticks = [int(v) for v in fields[1:9]]
+                steal += ticks[7]
+                idle += ticks[3] + ticks[4]
+                total += sum(ticks)
+        return steal, idle, total
 
     def fraction(self) -> float | None:
         """Stolen share of these cores since the window opened."""
         ticks, elapsed = self._ticks(), time.monotonic() - self.started
         if ticks is None or self.ticks is None or elapsed <= 0:
             return None
-        return (ticks - self.ticks) / os.sysconf("SC_CLK_TCK") / elapsed / len(self.cores)
+        return (ticks[0] - self.ticks[0]) / os.sysconf("SC_CLK_TCK") / elapsed / len(self.cores)
+
+    def busy(self) -> float | None:
+        """The share of these cores' time since the window opened that was not idle."""
+        ticks = self._ticks()
+        if ticks is None or self.ticks is None or ticks[2] <= self.ticks[2]:
+            return None
+        return 1.0 - (ticks[1] - self.ticks[1]) / (ticks[2] - self.ticks[2])
 
 
 class _Window:
@@ -124,6 +144,8 @@ class _Window:
 
     def __init__(self) -> None:
         self.started, self.cpu, self.steal = time.monotonic(), time.process_time(), Steal()
+        source = _SimulatorProcess.cores
+        self.source = Steal(source) if source else None
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -132,7 +154,8 @@ class _Window:
         elapsed = self.elapsed()
         used = (time.process_time() - self.cpu) / elapsed
         p50, p99 = quantiles(samples)
-        return Result(name, count / elapsed, p50, p99, used, self.steal.fraction())
+        source = self.source.busy() if self.source is not None else None
+        return Result(name, count / elapsed, p50, p99, used, self.steal.fraction(), source)
 
 
 class _SimulatorProcess:
@@ -214,14 +237,12 @@ async def _raw_reader(rate: float) -> AsyncIterator[ClientConnection]:
 
 async def raw_websocket(seconds: float, rate: float) -> Result:
     async with _raw_reader(rate) as ws:
-        count, started, steal = 0, time.monotonic(), Steal()
-        while (elapsed := time.monotonic() - started) < seconds:
+        count, window = 0, _Window()
+        while window.elapsed() < seconds:
             payload = await ws.recv()
             assert isinstance(payload, bytes)
             count += payload.count(b"\r\nJ")
-        return Result(
-            "ceiling 1: raw websocket read (discard)", count / elapsed, steal=steal.fraction()
-        )
+        return window.result("ceiling 1: raw websocket read (discard)", count, [])
 
 
 async def raw_websocket_paced(seconds: float, rate: float, windows: int) -> list[Result]:
@@ -447,6 +468,13 @@ def pin_threads(pid: int, cores: set[int]) -> None:
             os.sched_setaffinity(int(task), cores)
 
 
+def source_limited(result: Result) -> bool:
+    """Whether a saturated bridge run was held back by its source: the core of the simulator
+    and the broker (almost) fully busy while the bridge left part of its own core unused."""
+    busy, used = result.source_busy, result.cpu
+    return busy is not None and used is not None and busy >= 0.95 and used < 0.95
+
+
 def bracketed_ratios(bridges: list[float], ceilings: list[float], produce: float) -> list[float]:
     """Each bridge rate over the lower ceiling around it: ceiling 1 (raw websocket read) is
     measured before and after every bridge run and the two are averaged, because the machine's
@@ -516,6 +544,13 @@ async def run_bench(seconds: float, rate: float, pin: bool = True, runs: int = 3
         f"{_spread(read_floors, '{:.1f}')} ms; raw producer -> broker ack, p99 "
         f"{_spread(floors, '{:.1f}')} ms"
     )
+    source_bound = [r for r in saturated if source_limited(r)]
+    if source_bound:
+        print(
+            f"in {len(source_bound)} of {len(saturated)} saturated bridge runs the bridge had "
+            f"room on its core ({', '.join(f'{r.cpu:.0%}' for r in source_bound)} used) while "
+            "the simulator+broker core was busy: the source side set those rates"
+        )
     noisy = [r.name for r in lines if (r.steal or 0) > STEAL_NOTE]
     if noisy:
         print(

@@ -13,6 +13,7 @@ from bridge.bench import (
     bracketed_ratios,
     pin_threads,
     quantiles,
+    source_limited,
 )
 from bridge.sink.kafka import SinkStats
 
@@ -66,8 +67,22 @@ def test_steal_counts_only_the_given_cores_over_the_window(tmp_path: Path) -> No
     assert Steal({1}, str(tmp_path / "absent")).fraction() is None
 
 
-def test_result_lines_show_steal() -> None:
+def test_busy_is_the_share_of_the_given_cores_time_not_idle(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal, in ticks; core 0 is the one watched
+    stat.write_text("cpu0 10 0 10 100 5 0 0 0\ncpu1 0 0 0 500 0 0 0 0\n")
+    window = Steal({0}, str(stat))
+    assert window.busy() is None  # no time has passed
+    # then 60 ticks busy (user, system, softirq, steal), 20 idle and 20 waiting on I/O
+    stat.write_text("cpu0 40 0 20 120 25 0 10 10\ncpu1 0 0 0 900 0 0 0 0\n")
+    assert window.busy() == 0.6
+    assert Steal({0}, str(tmp_path / "absent")).busy() is None
+
+
+def test_result_lines_show_steal_and_the_source_side() -> None:
     assert Result("bridge", 1.0, steal=0.034).line().endswith("steal 3.4%")
+    line = Result("bridge", 1.0, cpu=0.84, steal=0.001, source_busy=0.996).line()
+    assert line.endswith("84% of a core, simulator+broker core 100% busy, steal 0.1%")
 
 
 def test_each_bridge_run_is_compared_with_the_ceilings_around_it() -> None:
@@ -82,3 +97,10 @@ def test_the_summary_gives_the_median_and_every_figure_behind_it() -> None:
     assert _spread([0.59, 0.64, 0.61], "{:.0%}") == "median 61% of 59%, 64%, 61%"
     assert _spread([19.6, 14.3], "{:.1f}") == "median 17.0 of 19.6, 14.3"  # the mean of two
     assert _spread([], "{:.1f}") == "none measured"
+
+
+def test_a_run_is_source_limited_when_the_source_core_is_full_and_the_bridge_core_is_not() -> None:
+    assert source_limited(Result("bridge", 1.0, cpu=0.84, source_busy=0.99))
+    assert not source_limited(Result("bridge", 1.0, cpu=0.98, source_busy=0.99))  # both full
+    assert not source_limited(Result("bridge", 1.0, cpu=0.84, source_busy=0.80))  # neither
+    assert not source_limited(Result("bridge", 1.0, cpu=0.84))  # not pinned: not known
