@@ -17,9 +17,9 @@ where the absolute numbers do not (shared CI machines are noisy):
 
 Every line says how much CPU the host stole from the bench's cores meanwhile (on a shared
 VM, the usual cause of a slow run or a long tail) and, when processes are pinned, how busy the
-core of the simulator and the broker was (a saturated bridge run where that core is full and the
-bridge's is not was held back by its source); the summary gives medians and every figure behind
-them.
+simulator's core was (on two cores the broker shares it; a saturated bridge run where that core
+is full and the bridge's is not was held back by its source); the summary gives medians and
+every figure behind them.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ class Result:
     p99_ms: float | None = None
     cpu: float | None = None  # the bridge process's CPU use, in cores
     steal: float | None = None  # share of the bench's CPU the hypervisor took meanwhile
-    # How busy the core of the simulator and the broker was (pinned runs): near 100% while the
-    # bridge has room on its own core says the source side, not the bridge, set the rate.
+    # How busy the simulator's core was (pinned runs; with two cores the broker's too): near
+    # 100% while the bridge has room on its own core says the source side set the rate.
     source_busy: float | None = None
 
     def line(self) -> str:
@@ -80,7 +80,7 @@ class Result:
         if self.cpu is not None:
             latency += f", {self.cpu:.0%} of a core"
         if self.source_busy is not None:
-            latency += f", simulator+broker core {self.source_busy:.0%} busy"
+            latency += f", simulator's core {self.source_busy:.0%} busy"
         if self.steal is not None:
             latency += f", steal {self.steal:.1%}"
         return f"{self.name:<42} {self.rate:>10,.0f} records/s{latency}"
@@ -160,6 +160,7 @@ class _Window:
 
 class _SimulatorProcess:
     cores: set[int] | None = None  # where the simulator runs, when the bench pins processes
+    broker_cores: set[int] | None = None  # and the broker (the same core, with two)
 
     def __init__(self, rate: float, tickers: int = 100) -> None:
         self.port = free_port()
@@ -445,20 +446,33 @@ def transform_encode(count: int = 60_000) -> Result:
     return Result(f"transform + Avro encode stage ({how}, one core)", count / elapsed)
 
 
-def pin_processes() -> str:
-    """With two cores or more: the simulator and the broker on the first, this process (the
-    raw reader, the raw producer or the bridge, with librdkafka's threads) on the rest. Each
-    of the three then has the same cores to itself, as a bridge has in a deployment where
-    Kafka runs elsewhere; the bridge's lines say how much CPU it used."""
-    cores = sorted(os.sched_getaffinity(0))
+def pin_layout(cores: list[int]) -> tuple[set[int], set[int], set[int]] | None:
+    """Where the simulator, the broker and this process run: each on its own cores with three
+    cores or more; with two, the simulator and the broker share the first; None with one."""
     if len(cores) < 2:
+        return None
+    if len(cores) == 2:
+        return {cores[0]}, {cores[0]}, {cores[1]}
+    return {cores[0]}, {cores[1]}, set(cores[2:])
+
+
+def pin_processes() -> str:
+    """With two cores or more: the simulator, the broker and this process (the raw reader, the
+    raw producer or the bridge, with librdkafka's threads) on separate cores where there are
+    three, else the simulator and the broker share one. This process then has the same cores to
+    itself in every measurement, as a bridge has in a deployment where Kafka runs elsewhere; the
+    bridge's lines say how much of a core it used."""
+    layout = pin_layout(sorted(os.sched_getaffinity(0)))
+    if layout is None:
         return "not pinned: one core"
-    _SimulatorProcess.cores = {cores[0]}
-    os.sched_setaffinity(0, set(cores[1:]))  # threads and processes started later inherit it
-    return (
-        f"pinned: simulator and broker on core {cores[0]}; "
-        f"reader, producer or bridge on {cores[1:]}"
-    )
+    simulator, broker, rest = layout
+    _SimulatorProcess.cores, _SimulatorProcess.broker_cores = simulator, broker
+    os.sched_setaffinity(0, rest)  # threads and processes started later inherit it
+    if simulator == broker:
+        where = f"simulator and broker on core {min(simulator)}"
+    else:
+        where = f"simulator on core {min(simulator)}, broker on core {min(broker)}"
+    return f"pinned: {where}; reader, producer or bridge on {sorted(rest)}"
 
 
 def pin_threads(pid: int, cores: set[int]) -> None:
@@ -469,8 +483,8 @@ def pin_threads(pid: int, cores: set[int]) -> None:
 
 
 def source_limited(result: Result) -> bool:
-    """Whether a saturated bridge run was held back by its source: the core of the simulator
-    and the broker (almost) fully busy while the bridge left part of its own core unused."""
+    """Whether a saturated bridge run was held back by its source: the simulator's core
+    (almost) fully busy while the bridge left part of its own core unused."""
     busy, used = result.source_busy, result.cpu
     return busy is not None and used is not None and busy >= 0.95 and used < 0.95
 
@@ -510,8 +524,8 @@ async def run_bench(seconds: float, rate: float, pin: bool = True, runs: int = 3
 
     stage = show(transform_encode())
     with EmbeddedBroker() as broker:
-        if pin and _SimulatorProcess.cores and broker.pid is not None:
-            pin_threads(broker.pid, _SimulatorProcess.cores)
+        if pin and _SimulatorProcess.broker_cores and broker.pid is not None:
+            pin_threads(broker.pid, _SimulatorProcess.broker_cores)
         produce = show(await asyncio.to_thread(raw_produce, broker.bootstrap, 100_000))
         # Ceiling 1 and the saturated bridge in turn, so each bridge run has a ceiling
         # measured just before and just after it.
@@ -549,7 +563,7 @@ async def run_bench(seconds: float, rate: float, pin: bool = True, runs: int = 3
         print(
             f"in {len(source_bound)} of {len(saturated)} saturated bridge runs the bridge had "
             f"room on its core ({', '.join(f'{r.cpu:.0%}' for r in source_bound)} used) while "
-            "the simulator+broker core was busy: the source side set those rates"
+            "the simulator's core was busy: the source side set those rates"
         )
     noisy = [r.name for r in lines if (r.steal or 0) > STEAL_NOTE]
     if noisy:

@@ -11,6 +11,7 @@ from bridge.bench import (
     _spread,
     _window,
     bracketed_ratios,
+    pin_layout,
     pin_threads,
     quantiles,
     source_limited,
@@ -82,7 +83,7 @@ def test_busy_is_the_share_of_the_given_cores_time_not_idle(tmp_path: Path) -> N
 def test_result_lines_show_steal_and_the_source_side() -> None:
     assert Result("bridge", 1.0, steal=0.034).line().endswith("steal 3.4%")
     line = Result("bridge", 1.0, cpu=0.84, steal=0.001, source_busy=0.996).line()
-    assert line.endswith("84% of a core, simulator+broker core 100% busy, steal 0.1%")
+    assert line.endswith("84% of a core, simulator's core 100% busy, steal 0.1%")
 
 
 def test_each_bridge_run_is_compared_with_the_ceilings_around_it() -> None:
@@ -104,3 +105,10 @@ def test_a_run_is_source_limited_when_the_source_core_is_full_and_the_bridge_cor
     assert not source_limited(Result("bridge", 1.0, cpu=0.98, source_busy=0.99))  # both full
     assert not source_limited(Result("bridge", 1.0, cpu=0.84, source_busy=0.80))  # neither
     assert not source_limited(Result("bridge", 1.0, cpu=0.84))  # not pinned: not known
+
+
+def test_pin_layout_gives_each_process_its_own_core_when_there_are_three() -> None:
+    assert pin_layout([0]) is None
+    assert pin_layout([0, 1]) == ({0}, {0}, {1})  # the simulator and the broker share
+    assert pin_layout([2, 5, 7]) == ({2}, {5}, {7})
+    assert pin_layout([0, 1, 2, 3]) == ({0}, {1}, {2, 3})
