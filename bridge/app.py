@@ -298,8 +298,10 @@ class Pipeline:
         elif isinstance(event, SnapshotBegin):
             self.epochs[event.label] = self.epochs.get(event.label, 0) + 1
             self._completing.pop(event.label, None)  # superseded by the new snapshot
+            # A snapshot resumed from a highwater mark holds only what changed since: the keys
+            # it lacks still exist, so it is not reconciled (None: nothing counted).
             for channel in self._channels_of(event.label):
-                channel.snapshot_keys = set()
+                channel.snapshot_keys = None if event.resumed else set()
             self._snapshot_began[event.label] = self._monotonic()
             self._status(event.label, "snapshot")
         elif isinstance(event, SnapshotComplete):
@@ -335,6 +337,12 @@ class Pipeline:
         label = event.label
         channel = self._channels.get((label, mtyp))
         if channel is None:
+            if label is None or label not in self.subscriptions:
+                # Several subscriptions of the type and none accepts it (its where clause or
+                # keys): there is no topic it belongs to.
+                reason = f"no subscription accepts this {mtyp} record"
+                self._dead_letter(record.raw, reason, "routing", "", mtyp)
+                return
             channel = self._channel(label, mtyp)  # first sight, or a type the catalog lacks
         if held is None:
             if channel is not None:  # unknown types are counted as dead letters, not by name
@@ -378,8 +386,16 @@ class Pipeline:
                     key = normalized.key.encode()
             # Counted on arrival: a snapshot record that then goes to the dead-letter topic must
             # not be taken for a deleted key by reconciliation.
-            if arriving and event.snapshot and channel.snapshot_keys is not None:
-                channel.snapshot_keys.add(key)
+            if arriving and self._reconcile_on:
+                if event.snapshot:
+                    if channel.snapshot_keys is not None:
+                        channel.snapshot_keys.add(key)
+                elif label in self._completing:
+                    # Live after the snapshot completed, while it waits to be reconciled (its
+                    # records wait for a schema): the key exists, whatever the snapshot held.
+                    seen = self._completing[label][1].get(id(channel))
+                    if seen is not None:
+                        seen.add(key)
             if value is not None:
                 src = message.get(plan.src_field) if plan.src_field else None
                 src_ns = src if src.__class__ is int else None
@@ -587,29 +603,22 @@ class Pipeline:
     def _channels_on(self, topic: str) -> list[Channel]:
         return [c for c in self._channels.values() if c is not None and c.topic == topic]
 
-    def _channel(self, label: str | None, mtyp: str) -> Channel | None:
+    def _channel(self, label: str, mtyp: str) -> Channel | None:
         ident = (label, mtyp)
         if ident in self._channels:
             return self._channels[ident]
         spec = self.catalog.get(mtyp)
-        sub = self.subscriptions.get(label) if label else None
+        sub = self.subscriptions[label]
         channel = None
         if spec is not None:
-            options = TransformOptions(
-                view=view_names(sub.view) if sub else (),
-                rename=sub.rename if sub else {},
-                drop=sub.drop if sub else (),
-            )
+            options = TransformOptions(view=view_names(sub.view), rename=sub.rename, drop=sub.drop)
             history = SchemaHistory(compile_plan(spec, options, self.catalog))
-            topic = self.settings.topic_for(sub, spec.name) if sub else self.default_topic(spec)
+            topic = self.settings.topic_for(sub, spec.name)
             ctx = SerializationContext(topic, history.current)
             prefix = self.serializer.cached_prefix(ctx)
-            channel = Channel(label or "", topic, history, ctx, ("mlink.msg", mtyp), prefix)
+            channel = Channel(label, topic, history, ctx, ("mlink.msg", mtyp), prefix)
         self._channels[ident] = channel
         return channel
-
-    def default_topic(self, spec: MessageSpec) -> str:
-        return f"{self.settings.bridge_topic_prefix}{spec.name}"
 
     def _status(self, label: str, state: str, **extra: Any) -> None:
         before = self.states.get(label)

@@ -114,9 +114,15 @@ class Rig:
         for payload in payloads:
             self.pipeline.handle_batch(self.session.receive(payload))
 
-    def reconnect(self) -> None:
-        """A new connection, as the connector makes one: a new session, subscribed afresh."""
-        self.session = MLinkSession(self.subscriptions)
+    def reconnect(self, highwater: int | None = None) -> None:
+        """A new connection, as the connector makes one: a new session, subscribed afresh, or
+        resumed from `highwater` (ns) when given."""
+        subscriptions = self.subscriptions
+        if highwater is not None:
+            configs = self.settings.subscriptions()
+            specs = subscription_specs(self.settings, configs, default_catalog())
+            subscriptions = [Subscription(s.label, s.request(highwater), s.accepts) for s in specs]
+        self.session = MLinkSession(subscriptions)
         self.session.connected()
 
     def fire_timers(self) -> None:
@@ -287,6 +293,63 @@ def test_reconcile_leaves_keys_another_subscription_wrote_to_the_same_topic() ->
         (b"AAPL-NMS-EQT", True)
     ] * 3
     assert rig.pipeline.stats.reconciled == 0
+
+
+def test_a_snapshot_resumed_from_a_highwater_mark_is_not_reconciled() -> None:
+    rig = Rig(BOOKS, {**RECONCILE, "MLINK_RESUME": "highwater"})
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), book("MSFT", 2.0), book("IBM", 3.0)])
+    rig.feed([COMPLETE])
+    rig.reconnect(highwater=1_700_000_000_000_000_000)
+    # Resumed: MLink sends only what changed since the mark (AAPL); MSFT and IBM still exist.
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.1), COMPLETE])
+    assert [r.key for r in rig.sink.on("books") if r.value is None] == []
+    assert rig.pipeline.stats.reconciled == 0
+    assert rig.pipeline.states["b"] == "live"
+    # A fresh snapshot later still reconciles, against every key written so far.
+    rig.reconnect()
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.2), book("IBM", 3.0), COMPLETE])
+    assert [r.key for r in rig.sink.on("books") if r.value is None] == [b"MSFT-NMS-EQT"]
+
+
+@pytest.mark.parametrize("second", [False, True], ids=["first snapshot", "second snapshot"])
+def test_a_key_first_seen_live_while_a_completed_snapshot_waits_keeps_its_value(
+    second: bool,
+) -> None:
+    """A snapshot that completes while its records wait for a schema is reconciled once they
+    are out; a key created live meanwhile is not one the snapshot lost."""
+    rig = Rig(BOOKS, RECONCILE)
+    extra: dict[str, Any] = {}
+    if second:
+        rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0), COMPLETE])
+        rig.reconnect()
+        extra = {"brandNewField": 1}  # the fresh snapshot needs a new schema version
+    rig.registry.outcome = RegistryUnavailable("registry slow")
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.1, **extra), COMPLETE])
+    rig.feed([book("NEWCO", 5.0)])  # live, after Complete
+    assert rig.pipeline.held == 2
+    rig.registry.outcome = None
+    rig.fire_timers()
+    assert rig.pipeline.held == 0
+    assert [r.key for r in rig.sink.on("books") if r.value is None] == []
+    assert rig.sink.on("books")[-1].key == b"NEWCO-NMS-EQT"
+    assert rig.pipeline.stats.reconciled == 0
+    assert rig.pipeline.states["b"] == "live"
+
+
+def test_a_record_no_subscription_accepts_goes_to_the_dead_letter_topic() -> None:
+    subs = [
+        {"msgName": "StockBookQuote", "where": "bidPrice1:lt:10", "topic": "books", "label": "lo"},
+        {"msgName": "StockBookQuote", "where": "bidPrice1:ge:100", "topic": "books", "label": "hi"},
+    ]
+    rig = Rig(subs)
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 5.0), COMPLETE, ACK, BEGIN, COMPLETE])
+    rig.feed([book("AAPL", 50.0), book("MSFT", 500.0)])  # 50: neither clause holds
+    assert {r.topic for r in rig.sink.records} == {"books", rig.settings.dlq_topic, "mlink._status"}
+    assert [r.key for r in rig.sink.on("books")] == [b"AAPL-NMS-EQT", b"MSFT-NMS-EQT"]
+    (dead,) = rig.dead_letters()
+    assert dead["dlq.stage"] == "routing"
+    assert dead["dlq.reason"] == "no subscription accepts this StockBookQuote record"
+    assert b'"bidPrice1":50.0' in rig.sink.on(rig.settings.dlq_topic)[0].value  # type: ignore[operator]
 
 
 def test_without_reconcile_no_keys_are_remembered() -> None:
@@ -480,7 +543,8 @@ def test_an_int_too_large_for_a_double_is_dead_lettered() -> None:
     rig.feed([ADMIN, ACK, BEGIN, COMPLETE])
     message = {"pkey": {"ticker": {"at": "EQT", "ts": "NMS", "tk": "AAPL"}}, "bidPrice1": 10**400}
     record = DataRecord("StockBookQuote", {"mTyp": "StockBookQuote"}, message, b"{}")
-    rig.pipeline.handle(Record("StockBookQuote", record, False))
+    label = rig.settings.subscriptions()[0].name
+    rig.pipeline.handle(Record(label, record, False))
     rig.feed([book("AAPL", 1.5)])  # and the stream goes on
     (letter,) = rig.dead_letters()
     assert "OverflowError" in str(letter)

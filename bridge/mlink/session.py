@@ -76,7 +76,11 @@ class SubscriptionFailed:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotBegin:
+    """A subscription's snapshot starts. `resumed`: it was asked for from a highwater mark, so
+    it holds only what changed since then, not every object (reconcile nothing against it)."""
+
     label: str
+    resumed: bool = False
 
 
 # Not frozen: one is made per record, and a frozen dataclass takes ~5x longer to build.
@@ -297,6 +301,12 @@ class Subscription:
     label: str
     request: MLinkStream | MLinkSubscribe | MLinkQuery
     accepts: Callable[[Mapping[str, Any]], bool] | None = None
+
+    @property
+    def resumes(self) -> bool:
+        """Whether the request asks only for what changed after a highwater mark."""
+        req = self.request
+        return not isinstance(req, MLinkSubscribe) and bool(req.highwater_ts)
 
     @property
     def msg_names(self) -> frozenset[str]:
@@ -681,7 +691,7 @@ class MLinkSession:
             track.snapshot_records = 0
             if action is not SubAction.BEGIN_AND_RECORD:
                 track.snapshot_stamp = ""
-            events.append(SnapshotBegin(label))
+            events.append(SnapshotBegin(label, track.sub.resumes))
             if action is SubAction.BEGIN_AND_RECORD and record is not None:
                 track.snapshot_records += 1
                 events.append(Record(label, record, True))
