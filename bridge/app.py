@@ -641,6 +641,8 @@ class Pipeline:
             "highwaterTs": self._highwater(label) if self._highwater else None,
             **extra,
         }
+        if isinstance(body.get("detail"), str):  # failure texts: never a credential in Kafka
+            body["detail"] = redactor().redact(body["detail"])
         self.sink.send(OutRecord(self.settings.status_topic, label.encode(), orjson.dumps(body)))
 
     def _dead_letter(

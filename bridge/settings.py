@@ -31,7 +31,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bridge.errors import ConfigError
 
 DEFAULT_MLINK_URL = "wss://mlink-live.nms.saturn.spiderrockconnect.com/mlink/json"
-SECRET_WORDS = ("password", "secret", "user.info", "token", "jwt", "key.pem", "oauthbearer.config")
+# A property whose name holds one of these holds a credential, unless it is an address
+# (sasl.oauthbearer.token.endpoint.url names a token but is a URL): see is_secret_property.
+SECRET_WORDS = (
+    "password",
+    "passphrase",
+    "secret",
+    "user.info",
+    "token",
+    "jwt",
+    "key.pem",
+    "oauthbearer.config",
+)
 # Kubernetes service links put KAFKA_PORT, KAFKA_SERVICE_HOST, ... into pods: not properties.
 _SERVICE_LINK = re.compile(r"^KAFKA_(PORT(_\d+_(TCP|UDP)(_\w+)?)?|SERVICE_(HOST|PORT)(_\w+)?)$")
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -262,9 +273,7 @@ class Settings(BaseSettings):
             )
         if (token := self.api_token()) is not None:
             values.append(token)
-        values += [
-            v for k, v in self.kafka_properties.items() if any(w in k.lower() for w in SECRET_WORDS)
-        ]
+        values += [v for k, v in self.kafka_properties.items() if is_secret_property(k)]
         return [v for v in values if v]
 
     def topic_for(self, sub: SubscriptionConfig, msg_name: str) -> str:
@@ -309,12 +318,15 @@ def librdkafka(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return out
 
 
+def is_secret_property(name: str) -> bool:
+    """Whether a client property (librdkafka's, the registry client's) holds a credential."""
+    lower = name.lower()
+    return not lower.endswith(".url") and any(word in lower for word in SECRET_WORDS)
+
+
 def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
     """A copy fit for logs: values of secret-looking properties are replaced."""
-    return {
-        k: "***" if any(word in k.lower() for word in SECRET_WORDS) else v
-        for k, v in config.items()
-    }
+    return {k: "***" if is_secret_property(k) else v for k, v in config.items()}
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -18,6 +18,7 @@ from bridge.mlink.catalog import default_catalog
 from bridge.mlink.framing import encode_frame
 from bridge.mlink.messages import DataRecord
 from bridge.mlink.session import MLinkSession, Record, Subscription
+from bridge.ops.logs import redactor
 from bridge.settings import load_settings
 from bridge.sink import avro
 from bridge.sink.avro import SchemaHistory
@@ -561,3 +562,12 @@ def test_records_of_one_payload_share_its_receive_time_read_once() -> None:
     # one clock read for the two-record payload, one for the next payload
     assert stamps == [str(before + 1), str(before + 1), str(before + 2)]
     assert rig.pipeline.last_record_ns == {"b": before + 2}
+
+
+def test_a_failure_text_in_the_status_topic_never_holds_a_known_secret() -> None:
+    rig = Rig(BOOKS)
+    redactor().add_secret("sekrit-token-31")
+    rig.pipeline.handle(ConnectionDown(Failure.CONNECT, "Bearer sekrit-token-31 refused", 1.0, 1))
+    (status,) = [orjson.loads(r.value or b"") for r in rig.sink.on("mlink._status")]
+    assert status["state"] == "down"
+    assert status["detail"] == "connect: Bearer *** refused"

@@ -26,12 +26,28 @@ def test_secrets_are_redacted_for_logs() -> None:
         "sasl.password": "p1",
         "sasl.oauthbearer.config": "clientId=a clientSecret=s3",
         "ssl.key.password": "p2",
+        "sasl.oauthbearer.assertion.private.key.passphrase": "p3",
+        "ssl.key.pem": "-----BEGIN PRIVATE KEY----- p4",
         "bootstrap.servers": "b:9092",
+        "sasl.oauthbearer.token.endpoint.url": "https://idp/oauth2/token",
     }
     shown = str(redacted(config))
-    for secret in ("p1", "s3", "p2"):
+    for secret in ("p1", "s3", "p2", "p3", "p4"):
         assert secret not in shown
     assert "b:9092" in shown
+    assert "https://idp/oauth2/token" in shown  # an address, not a credential
+
+
+def test_every_secret_kafka_property_is_given_to_the_log_redactor() -> None:
+    settings = load_settings(
+        {
+            "KAFKA_SASL_OAUTHBEARER_ASSERTION_PRIVATE_KEY_PASSPHRASE": "pass-phrase-1",
+            "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL": "https://idp/oauth2/token",
+            "BRIDGE_SUBSCRIPTIONS": '[{"msgName": "StockPrint"}]',
+        }
+    )
+    assert "pass-phrase-1" in settings.secret_values()
+    assert "https://idp/oauth2/token" not in settings.secret_values()
 
 
 @pytest.mark.parametrize(

@@ -212,10 +212,25 @@ class Connector:
             out.append(Subscription(spec.label, spec.request(mark), spec.accepts))
         return out
 
+    def _credentials(self) -> Credentials:
+        """The credentials for a new connection, checked: _Failed(AUTH) when there are none
+        to use, or the token cannot travel in an HTTP header (the message never quotes it)."""
+        try:
+            creds = self.config.credentials()
+        except BridgeError as exc:  # an unreadable JWT file, say: wait as for refused auth
+            raise _Failed(Failure.AUTH, str(exc)) from None
+        if self.config.header_auth:
+            if not creds.token:
+                raise _Failed(Failure.AUTH, "no API key or JWT to authenticate with")
+            if not all(" " < c < "\x7f" for c in creds.token):
+                why = "the API key or JWT holds a character an HTTP header cannot carry"
+                raise _Failed(Failure.AUTH, f"{why} (a line break or a space?)")
+        elif creds.logon is None:  # an empty JWT file while it is rewritten, say
+            raise _Failed(Failure.AUTH, "no API key or JWT to log on with")
+        return creds
+
     async def _open(self, creds: Credentials) -> ClientConnection:
         headers = {"Authorization": f"Bearer {creds.token}"} if self.config.header_auth else None
-        if self.config.header_auth and not creds.token:
-            raise _Failed(Failure.AUTH, "no API key or JWT to authenticate with")
         try:
             return await connect(
                 self.config.url,
@@ -251,7 +266,7 @@ class Connector:
         """One connection: authenticate, subscribe, and wait until MLink has answered every
         subscription. Returns the problems found (empty: MLink takes this configuration)."""
         try:
-            creds = self.config.credentials()
+            creds = self._credentials()
             ws = await self._open(creds)
         except BridgeError as exc:
             return [str(exc)]
@@ -287,10 +302,7 @@ class Connector:
         return problems
 
     async def _connection(self, attempt: int) -> AsyncIterator[Sequence[ConnectorEvent]]:
-        try:
-            creds = self.config.credentials()
-        except BridgeError as exc:  # an unreadable JWT file, say: wait as for refused auth
-            raise _Failed(Failure.AUTH, str(exc)) from None
+        creds = self._credentials()
         session = self._new_session(creds)
         ws = await self._open(creds)
         self._ws = ws

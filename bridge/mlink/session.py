@@ -364,6 +364,18 @@ class SessionLimits:
     max_message: int = framing.DEFAULT_MAX_MESSAGE
 
 
+def _accepts(sub: Subscription, message: Mapping[str, Any]) -> bool:
+    """Whether a subscription's where clause or keys take the message. A value the clause
+    cannot compare (a string where it expects a number, say) is not taken: the record is then
+    no subscription's, and goes to the dead-letter topic instead of stopping the reader."""
+    if sub.accepts is None:
+        return True
+    try:
+        return bool(sub.accepts(message))
+    except Exception:
+        return False
+
+
 class MLinkSession:
     """One websocket connection's worth of MLink protocol state.
 
@@ -436,7 +448,15 @@ class MLinkSession:
         records not yet received.
         """
         track = self._tracks[label]
-        seen = parse_stamp(track.highwater_stamp) if track.highwater_stamp else None
+        seen = None
+        if track.highwater_stamp:
+            try:
+                seen = parse_stamp(track.highwater_stamp)
+            except MessageError:
+                # A header time that is not one sorted above the real ones: forget it. The mark
+                # starts again from the next record, and meanwhile falls back to the
+                # checkpoint's, so a resume asks for more than it needs, never less.
+                track.highwater_stamp = ""
         candidates = [v for v in (seen, track.highwater_ts) if v is not None]
         return max(candidates) if candidates else None
 
@@ -656,9 +676,7 @@ class MLinkSession:
         message = record.message
         for states in (_BEGUN, _DELIVERING, _WAITING):
             for track in tracks:
-                if track.state in states and (
-                    track.sub.accepts is None or track.sub.accepts(message)
-                ):
+                if track.state in states and _accepts(track.sub, message):
                     return track
         return None
 

@@ -170,4 +170,7 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # At DEBUG, websockets logs every frame cut to ~75 characters: a logon frame's password or
+    # JWT would show in part, which the redactor cannot recognise. Its frames never go out.
+    logging.getLogger("websockets").setLevel(max(root.level, logging.INFO))
     return _redactor

@@ -185,6 +185,12 @@ BAD_VALUES = {
     "bootstrap.servers among the kafka properties": lambda v: v["kafka"].update(
         properties={"bootstrap.servers": "x:9092"}
     ),
+    "a key passphrase among the kafka properties": lambda v: v["kafka"].update(
+        properties={"sasl.oauthbearer.assertion.private.key.passphrase": "pass"}
+    ),
+    "an inline private key in a connector's env": lambda v: v["connectors"][0].update(
+        env={"KAFKA_SSL_KEY_PEM": "-----BEGIN PRIVATE KEY-----"}
+    ),
     "a secret in a connector's env": lambda v: v["connectors"][0].update(
         env={"MLINK_API_KEY": "inline"}
     ),
@@ -418,6 +424,14 @@ def test_subscriptions_configmap_holds_the_connectors_subscriptions(
         assert len(settings.subscriptions()) == len(connector["subscriptions"])
         assert settings.bridge_http_port == 8080
         assert settings.log_format == "json"
+
+
+def test_an_address_whose_name_mentions_a_token_is_not_taken_for_a_secret() -> None:
+    values = ci_values("default-values.yaml")
+    url = "https://idp.example/oauth2/token"
+    values["kafka"]["properties"] = {"sasl.oauthbearer.token.endpoint.url": url}
+    (deployment,) = of_kind(objects(render(values)), "Deployment")
+    assert plain_env(deployment)["KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL"] == url
 
 
 def test_kafka_properties_become_kafka_variables() -> None:

@@ -196,6 +196,36 @@ async def test_logon_auth_with_a_jwt_file_read_on_each_attempt(
     assert ups(events) == 2
 
 
+@pytest.mark.parametrize(
+    ("header_auth", "bad", "detail"),
+    [
+        # logon mode while the JWT file is empty (being rewritten): nothing to log on with
+        (False, Credentials(), "no API key or JWT to log on with"),
+        # a token with a line break cannot be a header; the failure must not quote it
+        (True, Credentials(token="demo-key\r\nX: 1"), "a character an HTTP header cannot"),
+    ],
+    ids=["logon without a JWT", "a token with a line break"],
+)
+async def test_credentials_that_cannot_be_used_wait_as_refused_ones(
+    sim_factory: Callable[..., Any], header_auth: bool, bad: Credentials, detail: str
+) -> None:
+    sim = await sim_factory(rate=100)
+    good = (
+        Credentials(token="demo-key")
+        if header_auth
+        else Credentials(logon=MLinkLogon(api_key="demo-key"))
+    )
+    answers = iter([bad, good])
+    config = ConnectorConfig(sim.url(), lambda: next(answers), header_auth=header_auth)
+    connector = Connector(config, [stream("StockPrint")], policy=FAST)
+    events = await collect(connector, lambda ev: any(isinstance(e, SnapshotComplete) for e in ev))
+    (down,) = downs(events)
+    assert down.failure is Failure.AUTH
+    assert detail in down.detail
+    assert "demo-key" not in down.detail
+    assert ups(events) == 1
+
+
 async def test_connect_refused_then_server_appears(sim_factory: Callable[..., Any]) -> None:
     probe = await sim_factory(rate=0)
     port = probe.port

@@ -538,6 +538,37 @@ def test_highwater_is_only_offered_from_a_completed_snapshot() -> None:
     assert session.highwater_ts("q1") == parse_stamp("2023-11-09 15:26:50.000000")
 
 
+def test_a_header_time_that_is_not_one_never_breaks_the_resume_mark() -> None:
+    session = MLinkSession([stream()])
+    session.connected()
+    feed(session, admin("LoggedOn"), ack(), checkpoint("Begin"), checkpoint("Complete"))
+    feed(session, quote(stamp="2023-11-09 15:26:40.000000"))
+    feed(session, quote(stamp="2024-01-02T03:04:06Z"))  # sorts above the real ones
+    assert session.highwater_ts("q1") is None  # forgotten: a resume takes a fresh snapshot
+    feed(session, quote(stamp="2023-11-09 15:26:50.000000"))
+    assert session.highwater_ts("q1") == parse_stamp("2023-11-09 15:26:50.000000")
+
+
+def test_a_record_a_where_clause_cannot_compare_is_no_subscriptions() -> None:
+    def cheap(message: Any) -> bool:
+        return bool(message["bidPrice1"] < 10)  # TypeError for a string, as a real clause
+
+    subs = [
+        Sub("lo", MLinkStream("lo", "StockBookQuote", where="bidPrice1:lt:10"), cheap),
+        Sub("hi", MLinkStream("hi", "StockBookQuote", where="bidPrice1:ge:10"), cheap),
+    ]
+    session = MLinkSession(subs)
+    session.connected()
+    feed(session, admin("LoggedOn"), ack(), checkpoint("Begin"), checkpoint("Complete"))
+    feed(session, ack(), checkpoint("Begin"), checkpoint("Complete"))
+    bad = msg("StockBookQuote", {"pkey": {}, "bidPrice1": "x"}, sTim="2023-11-09 15:26:29.699590")
+    events = feed(session, bad, book("AAPL"))
+    assert [(e.label, e.record.message["bidPrice1"]) for e in events if isinstance(e, Record)] == [
+        (None, "x"),  # the pipeline dead-letters it (stage routing)
+        ("lo", 1.0),  # and the stream goes on
+    ]
+
+
 def test_waiting_logon_sends_one_logon_and_resubscribes_after_logged_on() -> None:
     session = MLinkSession([stream("a"), stream("b", "stockprint")], logon=MLinkLogon(api_key="k"))
     session.connected()

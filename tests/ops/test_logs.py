@@ -9,7 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.ops.logs import ConsoleFormatter, JsonFormatter, Redactor, RepeatLimiter
+from bridge.ops.logs import (
+    ConsoleFormatter,
+    JsonFormatter,
+    Redactor,
+    RepeatLimiter,
+    configure_logging,
+)
 from bridge.settings import load_settings
 
 
@@ -117,3 +123,24 @@ def test_fields_passed_as_extra_are_redacted_too(
     logger.warning("status", extra={"detail": "auth: server said tok-987654 is expired"})
     (doc,) = lines(stream)
     assert doc["detail"] == "auth: server said *** is expired"
+
+
+@pytest.mark.parametrize(("level", "websockets_level"), [("DEBUG", "INFO"), ("WARNING", "WARNING")])
+def test_websockets_frames_are_never_logged(level: str, websockets_level: str) -> None:
+    """At DEBUG websockets logs each frame cut short: part of a logon frame's credentials,
+    which no redactor can recognise. Its logger stays at INFO or above."""
+    root = logging.getLogger()
+    handlers, before = list(root.handlers), root.level
+    library = logging.getLogger("websockets")
+    library_before = library.level
+    try:
+        configure_logging(level)
+        assert logging.getLevelName(library.getEffectiveLevel()) == websockets_level
+        assert root.level == logging.getLevelName(level)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(before)
+        library.setLevel(library_before)
