@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from bridge.mlink.session import (
 )
 
 Sleeper = Callable[[float], Awaitable[None]]
+log = logging.getLogger("mlink.connector")
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +329,8 @@ class Connector:
                     yield batch
                 if failed is not None:
                     raise failed
+                if goodnight:  # the server is going away: reconnect, elsewhere or later
+                    raise _Failed(Failure.GOODNIGHT, "MLink said GoodNight")
                 for out in session.data_to_send():
                     await ws.send(out)
             raise _Failed(*watch.why_closed(ws, goodnight))
@@ -334,8 +338,12 @@ class Connector:
             raise _Failed(*watch.why_closed(ws, goodnight)) from None
         finally:
             watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await watchdog
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # the connection's own failure is the one to report
+                log.warning("the connection's watchdog failed", exc_info=True)
             for spec in self.subscriptions:
                 mark = session.highwater_ts(spec.label)
                 if mark is not None:
@@ -350,25 +358,27 @@ class Connector:
 def _up_to_failure(
     events: Sequence[Event],
 ) -> tuple[list[ConnectorEvent], _Failed | None, bool]:
-    """The events to pass on, up to the first that ends the connection; that failure, if any;
-    and whether MLink said GoodNight among them. Refused credentials are not passed on; an
-    ended subscription is, then the connection ends."""
+    """The events to pass on, the failure that ends the connection, if any, and whether MLink
+    said GoodNight among them. Refused credentials are not passed on; an ended subscription
+    is, then the connection ends. After the first failure only records pass: they arrived,
+    and the resume mark already counts them."""
     batch: list[ConnectorEvent] = []
     goodnight = False
+    failed: _Failed | None = None
     for event in events:
+        if failed is not None:
+            if type(event) is Record:
+                batch.append(event)
+            continue
         if isinstance(event, AuthFailed):
-            return (
-                batch,
-                _Failed(Failure.AUTH, f"MLink refused the credentials: {event.state}"),
-                goodnight,
-            )
+            failed = _Failed(Failure.AUTH, f"MLink refused the credentials: {event.state}")
+            continue
         if isinstance(event, ServerClosing):
             goodnight = True
         batch.append(event)
         if isinstance(event, SubscriptionEnded):
-            detail = f"subscription {event.label} ended: {event.state}"
-            return batch, _Failed(Failure.PROTOCOL, detail), goodnight
-    return batch, None, goodnight
+            failed = _Failed(Failure.PROTOCOL, f"subscription {event.label} ended: {event.state}")
+    return batch, failed, goodnight
 
 
 def _closed_early(ws: ClientConnection) -> str:
@@ -388,6 +398,11 @@ class _Watch:
         self._limits = {s.label: s.stale_after for s in owner.subscriptions if s.stale_after > 0}
         self._live_since: dict[str, float] = {}
         self._last_data: dict[str, float] = {}
+        # Before going live, every answer for a subscription (ack, checkpoint, record) counts
+        # as progress; refused or ended ones wait for nothing.
+        self._started = owner._clock()
+        self._last_answer: dict[str, float] = {}
+        self._gone: set[str] = set()
         self.stale: str | None = None
         jwt_file = owner.config.jwt_file
         self._jwt_mtime = _mtime(jwt_file) if jwt_file else None
@@ -410,6 +425,11 @@ class _Watch:
                 self._live_since[event.label] = now
             elif isinstance(event, SnapshotBegin):
                 self._live_since.pop(event.label, None)
+                self._last_answer[event.label] = now
+            elif isinstance(event, SubscriptionAcked):
+                self._last_answer[event.label] = now
+            elif isinstance(event, SubscriptionFailed | SubscriptionEnded):
+                self._gone.add(event.label)
         return only_records
 
     def why_closed(self, ws: ClientConnection, goodnight: bool) -> tuple[Failure, str]:
@@ -422,6 +442,8 @@ class _Watch:
             return Failure.KEEPALIVE, "no pong within the ping timeout: the peer is gone"
         if rcvd is None:
             return Failure.CLOSED, "connection dropped without a close frame"
+        if rcvd.code == CloseCode.POLICY_VIOLATION:  # as MLink refuses credentials: back off long
+            return Failure.AUTH, f"MLink refused the credentials (close {rcvd.code} {rcvd.reason})"
         return Failure.CLOSED, f"closed by MLink: code {rcvd.code} {rcvd.reason}".strip()
 
     async def run(self) -> None:
@@ -431,11 +453,17 @@ class _Watch:
             now = self._owner._clock()
             for label, limit in self._limits.items():
                 since = self._live_since.get(label)
-                if since is None:
-                    continue  # not live yet: the snapshot has its own pace
-                last = max(since, self._last_data.get(label, since))
+                if since is not None:
+                    last = max(since, self._last_data.get(label, since))
+                    what = "delivered nothing"
+                elif label not in self._gone:  # not live yet: waiting for its ack or snapshot
+                    answers = (self._last_answer.get(label, 0.0), self._last_data.get(label, 0.0))
+                    last = max(self._started, *answers)
+                    what = "made no progress towards going live"
+                else:
+                    continue
                 if now - last > limit:
-                    self.stale = f"subscription {label} delivered nothing for {now - last:.1f}s"
+                    self.stale = f"subscription {label} {what} for {now - last:.1f}s"
                     await self._ws.close(4000, "stale subscription")
                     return
             await self._check_jwt()
@@ -454,8 +482,9 @@ class _Watch:
             return  # an unreadable file mid-rotation; the next check tries again
         if creds.logon is not None:
             self._session.relogon(creds.logon)
-            for payload in self._session.data_to_send():
-                await self._ws.send(payload)
+            with contextlib.suppress(ConnectionClosed, OSError):  # the reader sees it go
+                for payload in self._session.data_to_send():
+                    await self._ws.send(payload)
 
 
 def _mtime(path: Path) -> float | None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from bridge.io.connector import (
@@ -283,3 +285,63 @@ async def test_stop_ends_the_event_stream(sim_factory: Callable[..., Any]) -> No
     assert ups(events) == 1
     assert downs(events) == []
     assert connector.stopping
+
+
+# A server that answers the way the simulator never does: each scenario below is what a real
+# server might do that the simulator's faults do not cover.
+Handler = Callable[[Any], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def odd_server(handler: Handler) -> AsyncIterator[str]:
+    from websockets.asyncio.server import serve  # noqa: PLC0415 - only these tests serve
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/mlink/json"
+
+
+def admin(state: str) -> bytes:
+    return orjson.dumps({"header": {"mTyp": "MLinkAdmin"}, "message": {"state": state}})
+
+
+async def goodnight_then_stay(ws: Any) -> None:
+    await ws.recv()  # the subscription
+    await ws.send(admin("LoggedOn"))
+    await ws.send(admin("GoodNight"))
+    await ws.wait_closed()  # keeps the socket open, answering pings, until the client goes
+
+
+async def never_answer(ws: Any) -> None:
+    await ws.recv()
+    await ws.send(admin("LoggedOn"))
+    await ws.wait_closed()  # no ack, no snapshot, but pongs
+
+
+async def close_1008(ws: Any) -> None:
+    await ws.close(1008, "")  # a policy violation with no AuthError message first
+
+
+@pytest.mark.parametrize(
+    ("handler", "failure", "detail"),
+    [
+        (goodnight_then_stay, Failure.GOODNIGHT, "GoodNight"),
+        (never_answer, Failure.STALE, "made no progress towards going live"),
+        (close_1008, Failure.AUTH, "refused the credentials"),
+    ],
+    ids=["GoodNight, socket left open", "a subscription never answered", "close 1008"],
+)
+async def test_a_server_that_leaves_the_bridge_waiting_is_left(
+    handler: Handler, failure: Failure, detail: str
+) -> None:
+    async with odd_server(handler) as url:
+        config = ConnectorConfig(url, token(), ping_interval=0.2, ping_timeout=1.0)
+        connector = Connector(config, [stream("StockPrint", stale_after=0.5)], policy=FAST)
+        started = time.monotonic()
+        events = await collect(connector, lambda ev: len(downs(ev)) >= 1, timeout=10.0)
+    (down,) = downs(events)
+    assert down.failure is failure
+    assert detail in down.detail
+    assert connector.failures[failure] == 1
+    if failure is Failure.GOODNIGHT:
+        assert time.monotonic() - started < 0.5  # at once, not after a staleness limit

@@ -21,10 +21,10 @@ def record(n: int) -> Record:
     return Record("b", DataRecord("StockBookQuote", {}, {"n": n}, b"{}"), False)
 
 
-def test_refused_credentials_end_the_batch_and_are_not_passed_on() -> None:
+def test_refused_credentials_end_the_connection_and_are_not_passed_on() -> None:
     events = [record(1), ServerClosing("GoodNight", ""), AuthFailed("AuthError", "bad"), record(2)]
     batch, failed, goodnight = _up_to_failure(events)
-    assert batch == events[:2]
+    assert batch == [record(1), events[1], record(2)]  # records that arrived still pass
     assert failed is not None
     assert failed.failure is Failure.AUTH
     assert "AuthError" in str(failed)
@@ -32,9 +32,11 @@ def test_refused_credentials_end_the_batch_and_are_not_passed_on() -> None:
 
 
 def test_an_ended_subscription_is_passed_on_then_ends_the_connection() -> None:
+    """Records after it in the same payload pass too: they arrived, and the resume mark
+    counts them (dropped, a resume from that mark would never send them again)."""
     ended = SubscriptionEnded("b", "Replaced", "newer query")
-    batch, failed, goodnight = _up_to_failure([record(1), ended, record(2)])
-    assert batch == [record(1), ended]
+    batch, failed, goodnight = _up_to_failure([record(1), ended, record(2), SnapshotBegin("c")])
+    assert batch == [record(1), ended, record(2)]
     assert failed is not None
     assert failed.failure is Failure.PROTOCOL
     assert not goodnight
