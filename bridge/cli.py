@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from confluent_kafka import KafkaError, KafkaException
+
 from bridge import __version__
 from bridge.app import run_bridge
 from bridge.errors import BridgeError, ConfigError
@@ -164,11 +166,21 @@ def _tail(args: argparse.Namespace) -> int:
     config = dict(settings.kafka_properties)
     bootstrap = config.pop("bootstrap.servers", "localhost:9092")
     registry = registry_client(settings) if settings.schema_registry_url else None
-    for line in tail_topic(
-        bootstrap, topic, settings.schemas_topic, args.n, registry=registry, config=config
-    ):
-        print(line)
+    try:
+        for line in tail_topic(
+            bootstrap, topic, settings.schemas_topic, args.n, registry=registry, config=config
+        ):
+            print(line)
+    except KafkaException as exc:  # unreachable, or a configuration librdkafka refuses
+        print(f"mlink-bridge tail: Kafka: {_kafka_text(exc)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _kafka_text(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else exc
+    text = error.str() if isinstance(error, KafkaError) else str(error)
+    return redactor().redact(text)
 
 
 def _topic_named(settings: Settings, name: str) -> str:
@@ -198,6 +210,9 @@ def _topics() -> int:
     except (ConfigError, TopicError) as exc:
         print(f"mlink-bridge topics: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
+    except KafkaException as exc:  # unreachable, or a configuration librdkafka refuses
+        print(f"mlink-bridge topics: Kafka: {_kafka_text(exc)}", file=sys.stderr)
+        return 1
     for name in report.created:
         print(f"created  {name}")
     for name in report.verified:

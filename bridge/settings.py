@@ -181,6 +181,20 @@ class Settings(BaseSettings):
             problems.append(
                 "BRIDGE_TOPIC_PREFIX: topic names allow only letters, digits, '.', '_' and '-'"
             )
+        elif not self.bridge_topic_prefix.strip("_"):
+            # The bridge's own topics would be _schemas (Schema Registry's own), _status, _dlq,
+            # or start with __ (Kafka's internal topics).
+            problems.append(
+                "BRIDGE_TOPIC_PREFIX: must hold a letter, digit, '.' or '-' (the bridge's own "
+                f"topics would be {self.bridge_topic_prefix}_schemas, Schema Registry's, or "
+                "Kafka's internal __ names)"
+            )
+        url = self.schema_registry_url
+        if url and not re.match(r"^(https?|mock)://[^/\s]", url):
+            problems.append(
+                "SCHEMA_REGISTRY_URL: must start with http://, https:// (or mock:// in tests) "
+                "and name a host"
+            )
         if problems:
             raise ValueError("\n".join(problems))  # load_settings reports one line each
         return self

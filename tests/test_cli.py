@@ -132,3 +132,35 @@ def test_tail_finds_the_topic_by_label_message_type_or_name() -> None:
     assert _topic_named(settings, "StockPrint") == "custom.prints"
     assert _topic_named(settings, "StockBookQuote") == "p.StockBookQuote"
     assert _topic_named(settings, "some.topic") == "some.topic"
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "says"),
+    [
+        (["topics"], 1, b"mlink-bridge topics: Kafka: "),
+        (["tail", "StockPrint"], 1, b"mlink-bridge tail: Kafka: "),
+        (["check"], 1, b"FAIL"),
+    ],
+)
+def test_a_misspelt_kafka_setting_is_a_clear_error_not_a_traceback(
+    argv: list[str], code: int, says: bytes
+) -> None:
+    env = {
+        **os.environ,
+        "BRIDGE_SUBSCRIPTIONS": '[{"msgName": "StockPrint"}]',
+        "KAFKA_BOOTSTRAP_SERVER": "127.0.0.1:1",  # no such librdkafka property
+        "MLINK_URL": "ws://127.0.0.1:1/mlink/json",
+        "MLINK_API_KEY": "k",
+        "MLINK_RECONNECT_MAX": "1",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "--log-level", "ERROR", *argv],
+        capture_output=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == code, out.stderr[-2000:]
+    assert b"Traceback" not in out.stderr
+    assert says in out.stdout + out.stderr
+    assert b"bootstrap.server" in out.stdout + out.stderr  # it names the setting

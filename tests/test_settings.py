@@ -64,6 +64,10 @@ def test_every_secret_kafka_property_is_given_to_the_log_redactor() -> None:
             "MLINK_AUTH_BACKOFF_MIN",
         ),
         ({"BRIDGE_TOPIC_PREFIX": "bad prefix/"}, "BRIDGE_TOPIC_PREFIX"),
+        ({"BRIDGE_TOPIC_PREFIX": ""}, "BRIDGE_TOPIC_PREFIX"),  # _schemas: Schema Registry's
+        ({"BRIDGE_TOPIC_PREFIX": "_"}, "BRIDGE_TOPIC_PREFIX"),  # __schemas: Kafka's kind
+        ({"SCHEMA_REGISTRY_URL": "schema-registry:8081"}, "SCHEMA_REGISTRY_URL"),
+        ({"SCHEMA_REGISTRY_URL": "ftp://sr"}, "SCHEMA_REGISTRY_URL"),
         ({"MLINK_JWT": "a", "MLINK_JWT_FILE": "/tmp/x"}, "MLINK_JWT"),
         ({"BRIDGE_TOPIC_PARTITIONS": "0"}, "BRIDGE_TOPIC_PARTITIONS"),
     ],

@@ -75,8 +75,8 @@ def _producer(settings: Settings, say: Say) -> bool:
 
 
 def _kafka(settings: Settings, specs: list[TopicSpec], say: Say) -> bool:
-    admin = admin_client(settings.kafka_properties)
     try:
+        admin = admin_client(settings.kafka_properties)
         missing, problems = inspect_topics(
             admin, specs, allow_non_compacted=settings.bridge_allow_non_compacted
         )

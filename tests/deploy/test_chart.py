@@ -198,6 +198,7 @@ BAD_VALUES = {
         env={"BRIDGE_FLUSH_TIMEOUT": 60}
     ),
     "an unknown log format": lambda v: v.update(logging={"format": "text"}),
+    "an empty topic prefix": lambda v: v.update(bridge={"topicPrefix": ""}),
     "a non-websocket MLink URL": lambda v: v.update(mlink={"url": "https://mlink"}),
 }
 
