@@ -571,3 +571,24 @@ def test_a_failure_text_in_the_status_topic_never_holds_a_known_secret() -> None
     (status,) = [orjson.loads(r.value or b"") for r in rig.sink.on("mlink._status")]
     assert status["state"] == "down"
     assert status["detail"] == "connect: Bearer *** refused"
+
+
+def test_a_field_learnt_as_long_widens_to_double_when_a_fraction_comes() -> None:
+    """MLink writes whole doubles without ".0": a new field first seen as 100 is learnt as
+    long; its first fraction makes a new version with the field as double (Avro promotes long
+    to double), and no record is dead-lettered."""
+    rig = Rig(BOOKS)
+    rig.feed([ADMIN, ACK, BEGIN, book("AAPL", 1.0, newPx=100), COMPLETE])
+    rig.feed([book("AAPL", 1.1, newPx=100.25), book("MSFT", 2.0, newPx=3.5)])
+    rig.feed([book("IBM", 3.0, newPx=7)])  # a whole number again: now written as a double
+    assert rig.dead_letters() == []
+    latest = dict(rig.values("books"))
+    keys = (b"AAPL-NMS-EQT", b"MSFT-NMS-EQT", b"IBM-NMS-EQT")
+    assert [latest[k]["newPx"] for k in keys] == [100.25, 3.5, 7.0]
+    schemas = [json.loads(schema) for schema in rig.registry.schemas.values()]
+    kinds = [
+        next(f["type"] for f in s["fields"] if f["name"] == "newPx")
+        for s in schemas
+        if any(f["name"] == "newPx" for f in s["fields"])
+    ]
+    assert kinds == [["null", "long"], ["null", "double"]]

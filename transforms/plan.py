@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -227,6 +227,13 @@ class _Codegen:
         self.lines.append("    " * indent + line)
 
 
+def _widened(out: OutputField) -> OutputField:
+    """An inferred long field as double; any other field as it is."""
+    if out.spec.type != "long":
+        return out
+    return replace(out, spec=replace(out.spec, type="double"))
+
+
 def _unknown_of(known: frozenset[str]) -> Callable[[Mapping[str, Any]], Mapping[str, Any]]:
     def unknown(message: Mapping[str, Any]) -> Mapping[str, Any]:
         return {name: message[name] for name in message if name not in known}
@@ -295,8 +302,16 @@ class RecordPlan:
         taken = {f.name for f in self.output_fields} | {"pkey"}
         added: list[OutputField] = []
         ignored = set(self.ignored)
+        outputs = self.output_fields
         for name in sorted(unknown):
             if name in self.known:
+                # A field learnt as long from a whole number, now with a fraction: MLink writes
+                # whole doubles without ".0". It widens to double (Avro promotes long to double,
+                # so the new version stays backward compatible).
+                if infer_kind(unknown[name]) == "double":
+                    outputs = tuple(
+                        _widened(f) if f.inferred and f.source == name else f for f in outputs
+                    )
                 continue
             if self.options.view:
                 ignored.add(name)
@@ -309,14 +324,14 @@ class RecordPlan:
                 continue
             taken.add(name)
             added.append(OutputField(name, name, FieldSpec(name, 0, kind), None, inferred=True))
-        if not added and ignored == self.ignored:
+        if not added and ignored == self.ignored and outputs == self.output_fields:
             return self
         return RecordPlan(
             self.spec,
             self.options,
             self.catalog,
             self.key_fields,
-            self.output_fields + tuple(added),
+            outputs + tuple(added),
             ignored=frozenset(ignored),
         )
 
@@ -394,6 +409,14 @@ class RecordPlan:
                 gen.emit(1, f"x = v.get({out.name!r})")
                 gen.emit(1, "if x is not None:")
                 gen.emit(2, f"v[{out.name!r}] = JSON(x)")
+        for out in outputs:
+            if out.inferred and out.spec.type == "long":
+                # A fraction in a field learnt as long: reported with the unknown fields, so
+                # that the pipeline evolves the schema (see with_extra_fields) instead of
+                # failing the record.
+                gen.emit(1, f"x = v.get({out.name!r})")
+                gen.emit(1, "if x.__class__ is float:")
+                gen.emit(2, f"u = {{**u, {out.source!r}: x}}")
         if self.src_field is None:
             gen.emit(1, "return NEW(NR, (k, v, None, u))")
         else:
