@@ -692,6 +692,17 @@ def subscription_specs(
                 accepts_for(sub, spec, catalog),
             )
         )
+    by_type: dict[str, list[SubscriptionSpec]] = {}
+    for sub, built in zip(subs, specs, strict=True):
+        by_type.setdefault(sub.msg_name.lower(), []).append(built)
+    for same in by_type.values():
+        if len(same) > 1 and any(s.accepts is None for s in same):
+            # Data records carry no subscription label: only a filter tells them apart.
+            names = ", ".join(s.label for s in same)
+            raise ConfigError(
+                f"BRIDGE_SUBSCRIPTIONS: {names} stream one message type; each needs a where "
+                "clause or keys that tell its records apart (MLink does not label them)"
+            )
     return specs
 
 

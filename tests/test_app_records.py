@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from bridge.app import InlineJobs, Pipeline, _wait_for_room, subscription_specs
+from bridge.errors import ConfigError
 from bridge.io.connector import ConnectionDown, ConnectionUp
 from bridge.io.policy import Failure
 from bridge.mlink.catalog import default_catalog
@@ -592,3 +593,18 @@ def test_a_field_learnt_as_long_widens_to_double_when_a_fraction_comes() -> None
         if any(f["name"] == "newPx" for f in s["fields"])
     ]
     assert kinds == [["null", "long"], ["null", "double"]]
+
+
+def test_same_type_subscriptions_must_each_have_a_filter() -> None:
+    """Data records carry no subscription label: two unfiltered subscriptions of one type
+    cannot be told apart, so every record would go to the first."""
+    subs = [
+        {"msgName": "StockBookQuote", "topic": "a", "label": "a"},
+        {"msgName": "StockBookQuote", "where": "bidPrice1:ge:10", "topic": "b", "label": "b"},
+    ]
+    settings = load_settings({"BRIDGE_SUBSCRIPTIONS": json.dumps(subs)})
+    with pytest.raises(ConfigError, match="a, b stream one message type; each needs a where"):
+        subscription_specs(settings, settings.subscriptions(), default_catalog())
+    subs[0]["where"] = "bidPrice1:lt:10"
+    settings = load_settings({"BRIDGE_SUBSCRIPTIONS": json.dumps(subs)})
+    assert len(subscription_specs(settings, settings.subscriptions(), default_catalog())) == 2
