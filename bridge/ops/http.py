@@ -215,6 +215,8 @@ class HealthServer:
         self._port = port
         self._server: asyncio.Server | None = None
         self._open = 0
+        # Connections still waiting for their request, oldest first.
+        self._silent: dict[asyncio.StreamWriter, None] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(BridgeCollector(parts))
 
@@ -236,8 +238,14 @@ class HealthServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._open >= _MAX_CONNECTIONS:
-            writer.close()  # probes and scrapes are few; many at once is not one of them
-            return
+            if not self._silent:
+                writer.close()  # every slot is answering: probes and scrapes are few
+                return
+            # A slot held by a client that has not said what it wants goes to the newcomer:
+            # idle connections must not starve the liveness probe.
+            oldest = next(iter(self._silent))
+            del self._silent[oldest]
+            oldest.close()
         self._open += 1
         try:
             await self._answer(reader, writer)
@@ -245,13 +253,16 @@ class HealthServer:
             pass
         finally:
             self._open -= 1
+            self._silent.pop(writer, None)
             writer.close()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = b""
         try:
+            self._silent[writer] = None
             async with asyncio.timeout(_READ_TIMEOUT):
                 head = await reader.readuntil(b"\r\n\r\n")
+            self._silent.pop(writer, None)
             status, ctype, body = self.respond(head)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             status, ctype, body = 400, "text/plain", b"bad request\n"

@@ -159,3 +159,20 @@ async def test_a_malformed_or_silent_client_gets_an_answer_and_is_dropped(
         assert (status, body) == (200, "")  # the headers only
     finally:
         await server.stop()
+
+
+async def test_idle_connections_never_starve_the_liveness_probe() -> None:
+    server = HealthServer(Parts(), host="127.0.0.1", port=0)
+    await server.start()
+    idle = []
+    try:
+        for _ in range(bridge.ops.http._MAX_CONNECTIONS + 8):  # more than it holds, all silent
+            idle.append(await asyncio.open_connection("127.0.0.1", server.port))
+        await asyncio.sleep(0.1)
+        for _ in range(3):
+            assert await get(server.port, "/livez") == (200, "ok\n")
+        assert server._open <= bridge.ops.http._MAX_CONNECTIONS + 1
+    finally:
+        for _, writer in idle:
+            writer.close()
+        await server.stop()
