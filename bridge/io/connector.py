@@ -143,6 +143,7 @@ class Connector:
         self._stopping = asyncio.Event()
         self._ws: ClientConnection | None = None
         self._highwater: dict[str, int] = {}
+        self._jwt_mtime: float | None = None  # the JWT file's time when credentials were read
         self._session: MLinkSession | None = None
         self._closing: asyncio.Future[None] | None = None
         self.connections = 0
@@ -216,7 +217,10 @@ class Connector:
 
     def _credentials(self) -> Credentials:
         """The credentials for a new connection, checked: _Failed(AUTH) when there are none
-        to use, or the token cannot travel in an HTTP header (the message never quotes it)."""
+        to use, or the token cannot travel in an HTTP header (the message never quotes it).
+        The JWT file's time is taken first: a rotation during the handshake is then seen."""
+        jwt_file = self.config.jwt_file
+        self._jwt_mtime = _mtime(jwt_file) if jwt_file else None
         try:
             creds = self.config.credentials()
         except BridgeError as exc:  # an unreadable JWT file, say: wait as for refused auth
@@ -404,8 +408,7 @@ class _Watch:
         self._last_answer: dict[str, float] = {}
         self._gone: set[str] = set()
         self.stale: str | None = None
-        jwt_file = owner.config.jwt_file
-        self._jwt_mtime = _mtime(jwt_file) if jwt_file else None
+        self._jwt_mtime = owner._jwt_mtime  # as the connection's credentials were read
 
     def saw(self, events: Sequence[Event]) -> bool:
         """One payload's events, all received now (one clock read per payload, not per record).
@@ -475,12 +478,12 @@ class _Watch:
         mtime = _mtime(path)
         if mtime is None or mtime == self._jwt_mtime:
             return
-        self._jwt_mtime = mtime
         try:
             creds = self._owner.config.credentials()
         except BridgeError:
             return  # an unreadable file mid-rotation; the next check tries again
-        if creds.logon is not None:
+        if creds.logon is not None:  # else empty mid-rotation: the next check reads it again
+            self._jwt_mtime = mtime
             self._session.relogon(creds.logon)
             with contextlib.suppress(ConnectionClosed, OSError):  # the reader sees it go
                 for payload in self._session.data_to_send():

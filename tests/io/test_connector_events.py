@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bridge.io.connector import _up_to_failure, _Watch
+from bridge.io.connector import Credentials, _up_to_failure, _Watch
 from bridge.io.policy import Failure
-from bridge.mlink.messages import DataRecord
+from bridge.mlink.messages import DataRecord, MLinkLogon
 from bridge.mlink.session import (
     AuthFailed,
     Record,
@@ -49,9 +51,65 @@ def test_without_a_failure_every_event_passes() -> None:
 
 def test_the_watch_says_whether_a_payload_held_only_records() -> None:
     owner: Any = SimpleNamespace(
-        subscriptions=[], config=SimpleNamespace(jwt_file=None), _clock=lambda: 7.0
+        subscriptions=[],
+        config=SimpleNamespace(jwt_file=None),
+        _clock=lambda: 7.0,
+        _jwt_mtime=None,
     )
     watch = _Watch(owner, None, None)  # type: ignore[arg-type]
     assert watch.saw([record(1), record(2)])
     assert not watch.saw([record(3), SnapshotBegin("b")])
     assert not watch.saw([ServerClosing("GoodNight", "")])
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.logons: list[str | None] = []
+
+    def relogon(self, logon: MLinkLogon) -> None:
+        self.logons.append(logon.jwt_token)
+
+    def data_to_send(self) -> list[bytes]:
+        return [b"logon"]
+
+
+class _Socket:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send(self, payload: bytes) -> None:
+        self.sent.append(payload)
+
+
+async def test_a_rotated_jwt_file_logs_on_again_and_an_empty_one_is_read_again(
+    tmp_path: Path,
+) -> None:
+    jwt = tmp_path / "jwt"
+    jwt.write_text("jwt-1")
+    os.utime(jwt, (1_000, 1_000))
+
+    def credentials() -> Credentials:
+        text = jwt.read_text().strip()
+        return Credentials(logon=MLinkLogon(jwt_token=text) if text else None)
+
+    owner: Any = SimpleNamespace(
+        subscriptions=[],
+        config=SimpleNamespace(jwt_file=jwt, credentials=credentials),
+        _clock=lambda: 7.0,
+        _jwt_mtime=1_000.0,  # when the connection's credentials were read
+    )
+    session, ws = _Session(), _Socket()
+    watch = _Watch(owner, session, ws)  # type: ignore[arg-type]
+    await watch._check_jwt()
+    assert session.logons == []  # unchanged
+    jwt.write_text("")  # the rotator truncates first ...
+    os.utime(jwt, (2_000, 2_000))
+    await watch._check_jwt()
+    assert session.logons == []
+    jwt.write_text("jwt-2")  # ... and writes within the same clock tick
+    os.utime(jwt, (2_000, 2_000))
+    await watch._check_jwt()
+    assert session.logons == ["jwt-2"]
+    assert ws.sent == [b"logon"]
+    await watch._check_jwt()
+    assert session.logons == ["jwt-2"]  # once per change
