@@ -20,7 +20,7 @@ from bridge.app import run_bridge
 from bridge.errors import BridgeError, ConfigError
 from bridge.mlink.catalog import default_catalog
 from bridge.ops.logs import configure_logging, redactor
-from bridge.settings import Settings, load_settings
+from bridge.settings import Settings, load_settings, unknown_variables
 from bridge.simulator.market import DEFAULT_TYPES
 from bridge.simulator.server import Faults, Simulator, SimulatorConfig
 
@@ -248,6 +248,10 @@ def _schemas() -> int:
 
 
 def _run() -> int:
+    for name in unknown_variables():
+        logging.getLogger("mlink.settings").warning(
+            "%s is not a variable the bridge reads (misspelt?): ignored", name
+        )
     try:
         settings = load_settings()
         return asyncio.run(run_bridge(settings))

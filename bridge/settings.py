@@ -343,6 +343,25 @@ def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: "***" if is_secret_property(k) else v for k, v in config.items()}
 
 
+_OWN_PREFIXES = ("MLINK_", "BRIDGE_", "SCHEMA_REGISTRY_")
+_ANY_SERVICE_LINK = re.compile(r"^\w+?_(PORT(_\d+_(TCP|UDP)(_\w+)?)?|SERVICE_(HOST|PORT)(_\w+)?)$")
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Variables named like the bridge's (MLINK_*, BRIDGE_*, SCHEMA_REGISTRY_*) that it does
+    not read: most likely misspelt, and otherwise ignored without a word. Kubernetes service
+    links (<SERVICE>_PORT, <SERVICE>_SERVICE_HOST, ...) are not counted."""
+    env = os.environ if environ is None else environ
+    known = {name.upper() for name in Settings.model_fields}
+    return sorted(
+        name
+        for name in env
+        if name.upper().startswith(_OWN_PREFIXES)
+        and name.upper() not in known
+        and not _ANY_SERVICE_LINK.match(name.upper())
+    )
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate; one line per problem, naming the variable, never echoing a secret."""
     env = dict(os.environ if environ is None else environ)

@@ -164,3 +164,23 @@ def test_a_misspelt_kafka_setting_is_a_clear_error_not_a_traceback(
     assert b"Traceback" not in out.stderr
     assert says in out.stdout + out.stderr
     assert b"bootstrap.server" in out.stdout + out.stderr  # it names the setting
+
+
+def test_check_names_a_misspelt_variable() -> None:
+    env = {
+        **os.environ,
+        "BRIDGE_SUBSCRIPTIONS": '[{"msgName": "StockPrint"}]',
+        "BRIDGE_CREATE_TOPIC": "false",
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "MLINK_URL": "ws://127.0.0.1:1/mlink/json",
+        "MLINK_API_KEY": "k",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "--log-level", "ERROR", "check"],
+        capture_output=True,
+        timeout=90,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert b"BRIDGE_CREATE_TOPIC is not a variable the bridge reads (misspelt?)" in out.stdout

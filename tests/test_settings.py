@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ConfigError
-from bridge.settings import librdkafka, load_settings, redacted
+from bridge.settings import librdkafka, load_settings, redacted, unknown_variables
 
 SUBS = '[{"msgName": "StockPrint"}]'
 
@@ -143,3 +143,22 @@ def test_every_conflict_is_reported_at_once_one_line_each() -> None:
         "BRIDGE_TOPIC_PREFIX",
     ]
     assert "a.b.c" not in str(info.value)
+
+
+def test_variables_named_like_the_bridges_but_not_read_are_named() -> None:
+    env = {
+        "MLINK_RESUME_MODE": "highwater",  # MLINK_RESUME
+        "BRIDGE_CREATE_TOPIC": "false",  # BRIDGE_CREATE_TOPICS
+        "SCHEMA_REGISTRY_SSL_CA_LOCATION": "/ca.pem",  # not a setting of the bridge
+        "MLINK_RESUME": "highwater",
+        "mlink_url": "wss://x/mlink/json",  # names are case-insensitive
+        "MLINK_BRIDGE_PORT": "tcp://10.0.0.1:8080",  # a Kubernetes service link
+        "MLINK_BRIDGE_SERVICE_HOST": "10.0.0.1",
+        "KAFKA_SASL_MECHANISM": "PLAIN",
+        "HOME": "/root",
+    }
+    assert unknown_variables(env) == [
+        "BRIDGE_CREATE_TOPIC",
+        "MLINK_RESUME_MODE",
+        "SCHEMA_REGISTRY_SSL_CA_LOCATION",
+    ]

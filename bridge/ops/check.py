@@ -20,7 +20,7 @@ from bridge.app import connector_for, registry_client, subscription_specs, topic
 from bridge.errors import BridgeError, ConfigError
 from bridge.mlink.catalog import default_catalog
 from bridge.ops.logs import redactor
-from bridge.settings import Settings, load_settings
+from bridge.settings import Settings, load_settings, unknown_variables
 from bridge.sink.kafka import producer_config
 from bridge.sink.serialization import registry_call
 from bridge.sink.topics import TopicError, TopicSpec, admin_client, inspect_topics
@@ -45,7 +45,11 @@ async def run_check(environ: dict[str, str] | None = None, say: Say = _print) ->
             say(False, "settings", line)
         return 2
     say(True, "settings", f"{len(subs)} subscriptions: {', '.join(s.name for s in subs)}")
+    unknown = unknown_variables()
+    for name in unknown:
+        say(False, "settings", f"{name} is not a variable the bridge reads (misspelt?)")
     results = [
+        not unknown,
         _producer(settings, say),
         _kafka(settings, topic_specs(settings, subs, default_catalog()), say),
     ]
