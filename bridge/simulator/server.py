@@ -57,6 +57,7 @@ from bridge.simulator.requests import (
     stream_request,
     subscribe_request,
 )
+from bridge.simulator.rest import REST_PATHS, rest_answer
 from bridge.simulator.truth import TruthLog, truth_line
 
 log = logging.getLogger("mlink.simulator")
@@ -342,9 +343,17 @@ class Simulator:
     # -- handshake and connection ---------------------------------------------------------------
 
     def _check_path(self, ws: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
+        path, _, query = request.path.partition("?")
+        if path in REST_PATHS:  # plain HTTP: metadata, not a websocket
+            status, content_type, body = rest_answer(
+                path, query, self.catalog, self.config.api_keys
+            )
+            response = ws.respond(HTTPStatus(status), body)
+            del response.headers["Content-Type"]
+            response.headers["Content-Type"] = content_type
+            return response
         if path not in ENDPOINTS:
-            known = ", ".join(ENDPOINTS)
+            known = ", ".join([*ENDPOINTS, *REST_PATHS])
             return ws.respond(HTTPStatus.NOT_FOUND, f"unknown MLink endpoint; use {known}\n")
         return None
 
