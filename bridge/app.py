@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from confluent_kafka.admin import AdminClient
@@ -76,6 +76,7 @@ from transforms import (
 )
 
 log = logging.getLogger("mlink.bridge")
+T = TypeVar("T")
 
 # A registration that failed for a reason retrying may fix is tried again after this back-off
 # (doubling per failure); the records waiting for it are held, latest value per key.
@@ -1056,19 +1057,61 @@ async def _pause_reading(
     log.warning("reading from MLink resumed after %.1fs", time.monotonic() - started)
 
 
+async def _unless_stopped(call: Callable[[], T], stop: asyncio.Event) -> T | None:
+    """`call()` in a daemon thread; None as soon as `stop` is set, without waiting for it (an
+    admin request to a broker that is not there takes up to its 15 s timeout, longer than a
+    pod's grace period allows after SIGTERM)."""
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[T] = loop.create_future()
+
+    def succeed(result: T) -> None:
+        if not outcome.done():
+            outcome.set_result(result)
+
+    def fail(error: Exception) -> None:
+        if not outcome.done():
+            outcome.set_exception(error)
+
+    def work() -> None:
+        try:
+            result = call()
+        except Exception as exc:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(fail, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(succeed, result)
+
+    threading.Thread(target=work, name="kafka-admin", daemon=True).start()
+    stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    waiting: set[asyncio.Future[Any]] = {outcome, stopping}
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not outcome.done():
+        outcome.cancel()
+        return None
+    return outcome.result()
+
+
 async def _ensure_topics_with_retry(
     admin: AdminClient, specs: list[TopicSpec], settings: Settings, stop: asyncio.Event
 ) -> None:
     delay = 0.5
     while not stop.is_set():
         try:
-            report = await asyncio.to_thread(
-                ensure_topics,
-                admin,
-                specs,
-                create=settings.bridge_create_topics,
-                allow_non_compacted=settings.bridge_allow_non_compacted,
+            report = await _unless_stopped(
+                lambda: ensure_topics(
+                    admin,
+                    specs,
+                    create=settings.bridge_create_topics,
+                    allow_non_compacted=settings.bridge_allow_non_compacted,
+                ),
+                stop,
             )
+            if report is None:
+                return  # stopping: the admin call is left to its (daemon) thread
             log.info("topics ready: created %s, verified %s", report.created, report.verified)
             return
         except TopicError as exc:

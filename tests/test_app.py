@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 from typing import Any
 
 import orjson
+import pytest
 
-from bridge.app import Pipeline, accepts_for, subscription_specs
+from bridge.app import Pipeline, _unless_stopped, accepts_for, run_bridge, subscription_specs
+from bridge.embedded import free_port
 from bridge.mlink.catalog import default_catalog
 from bridge.mlink.session import MLinkSession, Subscription
 from bridge.settings import load_settings
@@ -94,3 +99,36 @@ def test_same_type_subscriptions_land_in_their_own_topics() -> None:
         ("m", "live"),
     ]
     assert accepts_for(configs[0], catalog.get("StockBookQuote"), catalog) is not None  # type: ignore[arg-type]
+
+
+async def test_unless_stopped_gives_the_result_the_error_or_gives_up_at_stop() -> None:
+    stop = asyncio.Event()
+    assert await _unless_stopped(lambda: 42, stop) == 42
+    with pytest.raises(ValueError, match="no"):
+        await _unless_stopped(lambda: int("no"), stop)
+    release = threading.Event()
+    asyncio.get_running_loop().call_later(0.1, stop.set)
+    started = time.monotonic()
+    assert await _unless_stopped(lambda: release.wait(10), stop) is None
+    assert time.monotonic() - started < 2  # not the call's 10 s
+    release.set()
+
+
+async def test_a_stop_while_waiting_for_the_broker_at_start_ends_at_once() -> None:
+    """No broker (nothing listens): the topic check would take its 15 s timeout; SIGTERM
+    must not wait for it, or a pod's grace period runs out first."""
+    settings = load_settings(
+        {
+            "BRIDGE_SUBSCRIPTIONS": '[{"msgName": "StockPrint"}]',
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "MLINK_URL": f"ws://127.0.0.1:{free_port()}/mlink/json",
+            "MLINK_API_KEY": "k",
+            "BRIDGE_HTTP_PORT": "0",
+            "BRIDGE_FLUSH_TIMEOUT": "2",
+        }
+    )
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(1.0, stop.set)
+    started = time.monotonic()
+    assert await asyncio.wait_for(run_bridge(settings, stop=stop), 10) == 0
+    assert time.monotonic() - started < 5
