@@ -339,10 +339,14 @@ class Pipeline:
         channel = self._channels.get((label, mtyp))
         if channel is None:
             if label is None or label not in self.subscriptions:
-                # Several subscriptions of the type and none accepts it (its where clause or
-                # keys): there is no topic it belongs to.
-                reason = f"no subscription accepts this {mtyp} record"
-                self._dead_letter(record.raw, reason, "routing", "", mtyp)
+                # A type nobody subscribed to (one the catalog lacks, say), or several
+                # subscriptions of the type and none accepts it (its where clause or keys):
+                # there is no topic it belongs to.
+                if self.catalog.get(mtyp) is None:
+                    reason, stage = f"unknown message type {mtyp}", "catalog"
+                else:
+                    reason, stage = f"no subscription accepts this {mtyp} record", "routing"
+                self._dead_letter(record.raw, reason, stage, "", mtyp)
                 return
             channel = self._channel(label, mtyp)  # first sight, or a type the catalog lacks
         if held is None:
