@@ -824,6 +824,12 @@ def registry_client(settings: Settings) -> SchemaRegistryClient | None:
         conf["basic.auth.user.info"] = (
             settings.schema_registry_basic_auth_user_info.get_secret_value()
         )
+    tls = {
+        "ssl.ca.location": settings.schema_registry_ssl_ca_location,
+        "ssl.certificate.location": settings.schema_registry_ssl_certificate_location,
+        "ssl.key.location": settings.schema_registry_ssl_key_location,
+    }
+    conf.update({name: str(path) for name, path in tls.items() if path is not None})
     return SchemaRegistryClient.new_client(conf)
 
 

@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     schema_registry_url: str | None = None
     schema_registry_basic_auth_user_info: SecretStr | None = None
     schema_registry_timeout: float = Field(default=10.0, gt=0)
+    # TLS to the registry: a private CA, and a client certificate and key for mutual TLS.
+    schema_registry_ssl_ca_location: Path | None = None
+    schema_registry_ssl_certificate_location: Path | None = None
+    schema_registry_ssl_key_location: Path | None = None
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -188,6 +192,18 @@ class Settings(BaseSettings):
                 "BRIDGE_TOPIC_PREFIX: must hold a letter, digit, '.' or '-' (the bridge's own "
                 f"topics would be {self.bridge_topic_prefix}_schemas, Schema Registry's, or "
                 "Kafka's internal __ names)"
+            )
+        for name in ("ca", "certificate", "key"):
+            location = getattr(self, f"schema_registry_ssl_{name}_location")
+            if location is not None and not location.exists():
+                variable = f"SCHEMA_REGISTRY_SSL_{name.upper()}_LOCATION"
+                problems.append(f"{variable}: {location} does not exist")
+        if (self.schema_registry_ssl_key_location is None) != (
+            self.schema_registry_ssl_certificate_location is None
+        ):
+            problems.append(
+                "SCHEMA_REGISTRY_SSL_KEY_LOCATION: mutual TLS needs both the key and "
+                "SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION"
             )
         url = self.schema_registry_url
         if url and not re.match(r"^(https?|mock)://[^/\s]", url):

@@ -6,13 +6,24 @@ import asyncio
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+import certifi
 import orjson
 import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bridge.app import Pipeline, _unless_stopped, accepts_for, run_bridge, subscription_specs
+from bridge.app import (
+    Pipeline,
+    _unless_stopped,
+    accepts_for,
+    registry_client,
+    run_bridge,
+    subscription_specs,
+)
 from bridge.embedded import free_port
+from bridge.errors import ConfigError
 from bridge.mlink.catalog import default_catalog
 from bridge.mlink.session import MLinkSession, Subscription
 from bridge.settings import load_settings
@@ -132,3 +143,37 @@ async def test_a_stop_while_waiting_for_the_broker_at_start_ends_at_once() -> No
     started = time.monotonic()
     assert await asyncio.wait_for(run_bridge(settings, stop=stop), 10) == 0
     assert time.monotonic() - started < 5
+
+
+def test_the_registry_client_takes_a_private_ca_and_a_client_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = certifi.where()  # a real bundle: the client loads it
+    env = {"SCHEMA_REGISTRY_URL": "https://sr.example:8081", "SCHEMA_REGISTRY_SSL_CA_LOCATION": ca}
+    assert registry_client(load_settings(env)) is not None
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    cert.write_text("cert")
+    key.write_text("key")
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(SchemaRegistryClient, "new_client", staticmethod(seen.append))
+    mutual = {
+        **env,
+        "SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION": str(cert),
+        "SCHEMA_REGISTRY_SSL_KEY_LOCATION": str(key),
+    }
+    registry_client(load_settings(mutual))
+    (conf,) = seen
+    assert (conf["ssl.ca.location"], conf["ssl.certificate.location"]) == (ca, str(cert))
+    assert conf["ssl.key.location"] == str(key)
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"SCHEMA_REGISTRY_SSL_CA_LOCATION": "/nonexistent/ca.pem"}, "does not exist"),
+        ({"SCHEMA_REGISTRY_SSL_KEY_LOCATION": __file__}, "needs both the key and"),
+    ],
+)
+def test_registry_tls_files_are_checked_at_start(env: dict[str, str], says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        load_settings({"SCHEMA_REGISTRY_URL": "https://sr.example:8081", **env})

@@ -149,7 +149,7 @@ def test_variables_named_like_the_bridges_but_not_read_are_named() -> None:
     env = {
         "MLINK_RESUME_MODE": "highwater",  # MLINK_RESUME
         "BRIDGE_CREATE_TOPIC": "false",  # BRIDGE_CREATE_TOPICS
-        "SCHEMA_REGISTRY_SSL_CA_LOCATION": "/ca.pem",  # not a setting of the bridge
+        "SCHEMA_REGISTRY_USER_INFO": "u:p",  # SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO
         "MLINK_RESUME": "highwater",
         "mlink_url": "wss://x/mlink/json",  # names are case-insensitive
         "MLINK_BRIDGE_PORT": "tcp://10.0.0.1:8080",  # a Kubernetes service link
@@ -160,5 +160,5 @@ def test_variables_named_like_the_bridges_but_not_read_are_named() -> None:
     assert unknown_variables(env) == [
         "BRIDGE_CREATE_TOPIC",
         "MLINK_RESUME_MODE",
-        "SCHEMA_REGISTRY_SSL_CA_LOCATION",
+        "SCHEMA_REGISTRY_USER_INFO",
     ]
