@@ -19,7 +19,6 @@ MLink's JSON does; the other REST commands answer `QueryResult` with result `Err
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -60,8 +59,7 @@ def rest_answer(
     started = time.perf_counter()
     params = {_ALIASES.get(k.lower(), k.lower()): v.strip('"') for k, v in parse_qsl(query)}
     if params.get("apikey") not in api_keys:
-        messages = [("QueryResult", {"result": "AuthError", "detail": "unknown apikey"})]
-        return _render(401, path, messages, catalog, started)
+        return _render(401, path, [], catalog, started, result="AuthError", detail="unknown apikey")
     cmd = params.get("cmd", "").lower()
     if cmd == "getmsgtypes":
         specs = [catalog.get(name) for name in catalog.names()]
@@ -71,15 +69,11 @@ def rest_answer(
         spec = catalog.get(params.get("msgtype", ""))
         if spec is None:
             detail = f"unknown msgType {params.get('msgtype', '')!r}"
-            return _render(400, path, [_error(detail)], catalog, started)
+            return _render(400, path, [], catalog, started, result="Error", detail=detail)
         fields = [("FieldDesc", _field_desc(i, f, catalog)) for i, f in enumerate(spec.fields)]
         return _render(200, path, fields, catalog, started)
     detail = f"the simulator answers getmsgtypes and getschema, not {cmd or 'nothing'!r}"
-    return _render(400, path, [_error(detail)], catalog, started)
-
-
-def _error(detail: str) -> tuple[str, dict[str, Any]]:
-    return "QueryResult", {"result": "Error", "detail": detail}
+    return _render(400, path, [], catalog, started, result="Error", detail=detail)
 
 
 def _msg_desc(spec: MessageSpec) -> dict[str, Any]:
@@ -125,18 +119,19 @@ def _yes(value: bool) -> str:
 def _render(
     status: int,
     path: str,
-    found: Sequence[tuple[str, Mapping[str, Any]]],
+    found: list[tuple[str, dict[str, Any]]],
     catalog: Catalog,
     started: float,
+    *,
+    result: str = "Ok",
+    detail: str | None = None,
 ) -> tuple[int, str, str]:
-    """The messages found, then the QueryResult (the last of `found` when it is one)."""
-    messages = list(found)
-    result: dict[str, Any] = {"numMessagesSent": len(messages)}
-    if messages and messages[-1][0] == "QueryResult":
-        result = {"numMessagesSent": 0, **messages.pop()[1]}
-    result.setdefault("result", "Ok")
-    result["queryElapsed"] = round(time.perf_counter() - started, 4)
-    messages.append(("QueryResult", result))
+    """The messages found, then the QueryResult that says how the query went."""
+    outcome: dict[str, Any] = {"numMessagesSent": len(found), "result": result}
+    if detail is not None:
+        outcome["detail"] = detail
+    outcome["queryElapsed"] = round(time.perf_counter() - started, 4)
+    messages = [*found, ("QueryResult", outcome)]
     bodies = [
         (mtyp, orjson.dumps({"header": {"mTyp": mtyp}, "message": message}))
         for mtyp, message in messages
