@@ -43,8 +43,11 @@ SECRET_WORDS = (
     "key.pem",
     "oauthbearer.config",
 )
-# Kubernetes service links put KAFKA_PORT, KAFKA_SERVICE_HOST, ... into pods: not properties.
-_SERVICE_LINK = re.compile(r"^KAFKA_(PORT(_\d+_(TCP|UDP)(_\w+)?)?|SERVICE_(HOST|PORT)(_\w+)?)$")
+# Kubernetes service links put <SERVICE>_PORT, <SERVICE>_SERVICE_HOST, ... into pods: for a
+# service called kafka, variables that are not librdkafka properties.
+_LINK_TAIL = r"(PORT(_\d+_(TCP|UDP)(_\w+)?)?|SERVICE_(HOST|PORT)(_\w+)?)$"
+_SERVICE_LINK = re.compile(r"^KAFKA_" + _LINK_TAIL)
+_ANY_SERVICE_LINK = re.compile(r"^\w+?_" + _LINK_TAIL)
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -360,7 +363,6 @@ def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _OWN_PREFIXES = ("MLINK_", "BRIDGE_", "SCHEMA_REGISTRY_")
-_ANY_SERVICE_LINK = re.compile(r"^\w+?_(PORT(_\d+_(TCP|UDP)(_\w+)?)?|SERVICE_(HOST|PORT)(_\w+)?)$")
 
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -388,8 +388,13 @@ def _up_to_failure(
 def _closed_early(ws: ClientConnection) -> str:
     code, reason = ws.close_code, ws.close_reason or ""
     if code == CloseCode.POLICY_VIOLATION:
-        return f"MLink refused the credentials (close {code}: {reason})".replace(": )", ")")
+        return _refused(code, reason)
     return f"MLink closed the connection before answering (close {code} {reason})".strip()
+
+
+def _refused(code: int | None, reason: str) -> str:
+    """A close with 1008 (policy violation): how MLink refuses credentials."""
+    return f"MLink refused the credentials (close {code}: {reason})".replace(": )", ")")
 
 
 class _Watch:
@@ -445,8 +450,8 @@ class _Watch:
             return Failure.KEEPALIVE, "no pong within the ping timeout: the peer is gone"
         if rcvd is None:
             return Failure.CLOSED, "connection dropped without a close frame"
-        if rcvd.code == CloseCode.POLICY_VIOLATION:  # as MLink refuses credentials: back off long
-            return Failure.AUTH, f"MLink refused the credentials (close {rcvd.code} {rcvd.reason})"
+        if rcvd.code == CloseCode.POLICY_VIOLATION:  # back off as for refused credentials
+            return Failure.AUTH, _refused(rcvd.code, rcvd.reason)
         return Failure.CLOSED, f"closed by MLink: code {rcvd.code} {rcvd.reason}".strip()
 
     async def run(self) -> None:

@@ -127,7 +127,10 @@ def _split_python(payload: bytes, max_message: int, pos: int, frames: list[Frame
 def iter_frames(payload: bytes, max_message: int = DEFAULT_MAX_MESSAGE) -> Iterator[Frame]:
     """Yield the framed messages in a payload in order, then raise the error that stopped the
     split, if any (see split_frames)."""
-    frames, error = split_frames(payload, max_message)
+    yield from _then_raise(*split_frames(payload, max_message))
+
+
+def _then_raise(frames: list[Frame], error: FramingError | None) -> Iterator[Frame]:
     yield from frames
     if error is not None:
         raise error
@@ -192,7 +195,4 @@ def iter_messages(
 ) -> Iterator[Frame]:
     """Yield every message in a websocket payload, then raise the error that stopped the
     split, if any (see split_messages)."""
-    frames, error = split_messages(payload, max_payload, max_message, framed=framed)
-    yield from frames
-    if error is not None:
-        raise error
+    yield from _then_raise(*split_messages(payload, max_payload, max_message, framed=framed))
